@@ -41,6 +41,9 @@ type Config struct {
 	Log      Log      `yaml:"log"`
 
 	Servers []Server `yaml:"servers"`
+
+	// src records where each key was set (by Load), for error positions.
+	src map[string]source
 }
 
 // Database selects where mailworker keeps checkpoints, the ledger and tokens.

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"flag"
+
+	"github.com/mailworker/mailworker/config"
+)
+
+// defaultConfigPath is read when neither --config nor $MAILWORKER_CONFIG is given.
+const defaultConfigPath = "mailworker.yaml"
+
+// configFlag defines --config on fs; pass its value to resolveConfigPath or
+// loadConfig.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "configuration `FILE` (default $MAILWORKER_CONFIG, then ./"+defaultConfigPath+")")
+}
+
+// resolveConfigPath returns the configuration file to read: flagValue when
+// set, else $MAILWORKER_CONFIG, else ./mailworker.yaml.
+func resolveConfigPath(env *cliEnv, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if p := env.getenv("MAILWORKER_CONFIG"); p != "" {
+		return p
+	}
+	return defaultConfigPath
+}
+
+// loadConfig loads and validates the configuration file chosen by
+// resolveConfigPath, with overrides from env's environment. A validation
+// failure is a config.Errors listing every problem, one per line.
+func loadConfig(env *cliEnv, flagValue string) (*config.Config, error) {
+	return config.LoadWith(resolveConfigPath(env, flagValue), config.LoadOptions{Getenv: env.getenv})
+}
