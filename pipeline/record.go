@@ -1,0 +1,188 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/mailworker/mailworker/publisher"
+)
+
+// maxBatch bounds the ledger rows written in one transaction (a variable
+// so that the benchmark can compare with one row per transaction).
+var maxBatch = 512
+
+// record is what is written once an event is acknowledged.
+type record struct {
+	row ledgerRow
+	c   counters   // counters to add when the row is new and not a JetStream duplicate
+	f   *failedRow // set for failed events: the pipeline_failed row
+}
+
+// failedRow is a pipeline_failed row to insert.
+type failedRow struct {
+	eventID, rawPath, err string
+}
+
+// pubAck is the Ack of a published event. Its Wait waits for the PubAck,
+// then writes the ledger row. Rows are written in batches: the Wait that
+// writes takes along every other pending event whose PubAck has already
+// arrived (the fetcher delivers many messages, then waits on their acks in
+// order, so the first Wait usually records the whole run in one
+// transaction). Writing a row before its own Wait is called is safe: the
+// event is acknowledged by JetStream, which is all the ledger claims.
+type pubAck struct {
+	p   *Pipeline
+	s   *serverSink
+	fut *publisher.Future
+	rec record
+
+	// guarded by p.flushMu
+	done bool
+	err  error
+
+	releaseOnce sync.Once
+}
+
+// newPubAck registers a publish in flight.
+func (s *serverSink) newPubAck(fut *publisher.Future, rec record) *pubAck {
+	a := &pubAck{p: s.p, s: s, fut: fut, rec: rec}
+	s.addInflight(rec.row.MessageID, 1)
+	s.p.pendMu.Lock()
+	s.p.pending = append(s.p.pending, a)
+	s.p.pendMu.Unlock()
+	return a
+}
+
+// release drops the in-flight Message-ID of a finished publish.
+func (a *pubAck) release() {
+	a.releaseOnce.Do(func() { a.s.addInflight(a.rec.row.MessageID, -1) })
+}
+
+// Wait implements fetcher.Ack.
+func (a *pubAck) Wait(ctx context.Context) error {
+	if _, err := a.fut.Wait(ctx); err != nil {
+		if _, _, done := a.fut.Poll(); done {
+			a.p.forget(a)
+			a.release()
+		}
+		return fmt.Errorf("pipeline %s %s: %w", a.s.name, a.rec.row.SourceRef, err)
+	}
+	return a.p.flush(ctx, a)
+}
+
+// forget removes a from the pending list.
+func (p *Pipeline) forget(a *pubAck) {
+	p.pendMu.Lock()
+	defer p.pendMu.Unlock()
+	for i, b := range p.pending {
+		if b == a {
+			p.pending = append(p.pending[:i], p.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+// flush writes a's row, and those of other acknowledged pending events,
+// in one transaction.
+func (p *Pipeline) flush(ctx context.Context, a *pubAck) error {
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	if a.done {
+		return a.err
+	}
+	batch := []*pubAck{a}
+	p.pendMu.Lock()
+	keep := p.pending[:0]
+	for _, b := range p.pending {
+		if b == a {
+			continue
+		}
+		if len(batch) >= maxBatch {
+			keep = append(keep, b)
+			continue
+		}
+		_, err, done := b.fut.Poll()
+		switch {
+		case !done:
+			keep = append(keep, b)
+		case err != nil:
+			b.release() // its own Wait reports the error
+		default:
+			batch = append(batch, b)
+		}
+	}
+	clear(p.pending[len(keep):])
+	p.pending = keep
+	p.pendMu.Unlock()
+
+	now := p.now().UTC()
+	err := p.inTx(ctx, fmt.Sprintf("ledger: record %d events", len(batch)), func(tx *sqlx.Tx) error {
+		return recordBatch(ctx, tx, batch, now)
+	})
+	if err != nil {
+		// Only a learns of the failure; the others go back to pending and
+		// are written by their own Wait (or a later batch).
+		if len(batch) > 1 {
+			p.pendMu.Lock()
+			p.pending = append(p.pending, batch[1:]...)
+			p.pendMu.Unlock()
+		}
+		return fmt.Errorf("pipeline %s %s: %w", a.s.name, a.rec.row.SourceRef, err)
+	}
+	for _, b := range batch {
+		b.done = true
+		b.release()
+	}
+	return nil
+}
+
+func recordBatch(ctx context.Context, tx *sqlx.Tx, batch []*pubAck, now time.Time) error {
+	ins, err := tx.PreparexContext(ctx, tx.Rebind(insertLedgerSQL))
+	if err != nil {
+		return fmt.Errorf("prepare ledger insert: %w", err)
+	}
+	defer ins.Close()
+	sums := map[string]counters{}
+	for _, b := range batch {
+		ack, _, _ := b.fut.Poll()
+		row := b.rec.row
+		row.StreamSeq = ack.Sequence
+		res, err := ins.ExecContext(ctx, ledgerArgs(row, now)...)
+		if err != nil {
+			return fmt.Errorf("insert ledger row %s: %w", row.SourceRef, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("insert ledger row %s: %w", row.SourceRef, err)
+		}
+		c := b.rec.c
+		if n != 1 || ack.Duplicate {
+			c = counters{fetched: c.fetched, duplicates: 1}
+		} else if b.rec.f != nil {
+			if err := insertFailed(ctx, tx, row, *b.rec.f, now); err != nil {
+				return err
+			}
+		}
+		sums[row.Server] = sums[row.Server].add(c)
+	}
+	for server, c := range sums {
+		if err := bumpTx(ctx, tx, server, c, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c counters) add(d counters) counters {
+	return counters{
+		fetched:    c.fetched + d.fetched,
+		published:  c.published + d.published,
+		suppressed: c.suppressed + d.suppressed,
+		failed:     c.failed + d.failed,
+		duplicates: c.duplicates + d.duplicates,
+	}
+}
