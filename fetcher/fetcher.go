@@ -94,7 +94,7 @@ type TestReport struct {
 	Pending      int    // messages newer than the stored checkpoint, -1 when unknown
 	// Sample is the oldest message in the folder, read without changing it;
 	// nil when the folder is empty.
-	Sample io.Reader
+	Sample    io.Reader
 	SampleRef string
 }
 
