@@ -488,3 +488,25 @@ func readUIDList(path string) map[string]imap.UID {
 	}
 	return m
 }
+
+// ResetUIDValidity makes Dovecot give user's folder a new UIDVALIDITY, as
+// a server does after a mailbox is rebuilt: the server is stopped, the
+// folder's UID list and indexes are removed (the mail stays), and it is
+// started again. Every message then has a new UID.
+func (d *Dovecot) ResetUIDValidity(user, folder string) {
+	d.t.Helper()
+	d.stop()
+	md := d.maildir(user, folder)
+	entries, err := os.ReadDir(md)
+	if err != nil {
+		d.t.Fatalf("imaptest: reset uidvalidity: %v", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "dovecot-uidlist") || strings.HasPrefix(e.Name(), "dovecot.index") {
+			if err := os.Remove(filepath.Join(md, e.Name())); err != nil {
+				d.t.Fatalf("imaptest: reset uidvalidity: %v", err)
+			}
+		}
+	}
+	d.start()
+}

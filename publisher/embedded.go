@@ -55,6 +55,9 @@ type Embedded struct {
 // StartEmbedded starts the server and waits until it accepts connections.
 // The caller must Shutdown it.
 func StartEmbedded(dataDir string, logger *slog.Logger, opts ...EmbeddedOption) (*Embedded, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	var o embeddedOptions
 	for _, f := range opts {
 		f(&o)
