@@ -160,7 +160,11 @@ func recordBatch(ctx context.Context, tx *sqlx.Tx, batch []*pubAck, now time.Tim
 			return fmt.Errorf("insert ledger row %s: %w", row.SourceRef, err)
 		}
 		c := b.rec.c
-		if n != 1 || ack.Duplicate {
+		// A JetStream duplicate whose ledger row is new is an event that an
+		// earlier attempt published but could not record (crash, NATS
+		// outage before the ack arrived): it counts, and is filed, as what
+		// it is. Only a row the ledger already had is a duplicate.
+		if n != 1 {
 			c = counters{fetched: c.fetched, duplicates: 1}
 		} else if b.rec.f != nil {
 			if err := insertFailed(ctx, tx, row, *b.rec.f, now); err != nil {
