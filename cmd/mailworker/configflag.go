@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
+	"io/fs"
+	"os"
 
 	"github.com/mailworker/mailworker/config"
 )
@@ -32,4 +35,26 @@ func resolveConfigPath(env *cliEnv, flagValue string) string {
 // failure is a config.Errors listing every problem, one per line.
 func loadConfig(env *cliEnv, flagValue string) (*config.Config, error) {
 	return config.LoadWith(resolveConfigPath(env, flagValue), config.LoadOptions{Getenv: env.getenv})
+}
+
+// loadConfigOrDefaults is loadConfig for verbs that are useful without a
+// configuration file (parse, events, failed, replay): when no file is named
+// (no --config, no $MAILWORKER_CONFIG) and ./mailworker.yaml does not exist,
+// it returns the defaults (SQLite and the embedded NATS in ./data) with the
+// environment's MAILWORKER_* overrides applied.
+func loadConfigOrDefaults(env *cliEnv, flagValue string) (*config.Config, error) {
+	if flagValue == "" && env.getenv("MAILWORKER_CONFIG") == "" {
+		if _, err := os.Stat(defaultConfigPath); errors.Is(err, fs.ErrNotExist) {
+			c, err := config.Parse("(defaults, no "+defaultConfigPath+")", []byte("{}"), env.getenv)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.Validate(); err != nil {
+				return nil, err
+			}
+			c.SetDefaults()
+			return c, nil
+		}
+	}
+	return loadConfig(env, flagValue)
 }

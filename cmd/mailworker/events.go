@@ -50,7 +50,7 @@ func cmdEvents(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "events: unknown --kind %q (want request, reply, auto, suppressed or failed)\n", *kind)
 		return 2
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfigOrDefaults(env, *cfgPath)
 	if err != nil {
 		fmt.Fprintln(env.stderr, err)
 		return 1

@@ -47,7 +47,7 @@ func cmdFailed(env *cliEnv, args []string) int {
 		fmt.Fprintln(env.stderr, "usage: mailworker failed list [--server NAME] [--json] | retry [ID]")
 		return 2
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfigOrDefaults(env, *cfgPath)
 	if err != nil {
 		fmt.Fprintln(env.stderr, err)
 		return 1

@@ -9,11 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"time"
 
-	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/parser"
 	"github.com/mailworker/mailworker/publisher"
 )
@@ -70,12 +68,7 @@ func runParse(env *cliEnv, args []string) int {
 // so parse works without any configuration.
 func parseOptions(env *cliEnv, flagValue string) (parser.Options, error) {
 	path := resolveConfigPath(env, flagValue)
-	if flagValue == "" && env.getenv("MAILWORKER_CONFIG") == "" {
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			return parser.OptionsFromConfig(config.Parser{})
-		}
-	}
-	cfg, err := loadConfig(env, flagValue)
+	cfg, err := loadConfigOrDefaults(env, flagValue)
 	if err != nil {
 		return parser.Options{}, fmt.Errorf("config %s: %w", path, err)
 	}

@@ -199,7 +199,7 @@ func replayTarget(ctx context.Context, env *cliEnv, f *replayFlags, logger *slog
 		}
 		return imapTarget(ctx, srv, replay.PasswordCredentials{Secret: secret.New(pw)}, logger)
 	case f.toServer != "":
-		cfg, err := loadConfig(env, f.config)
+		cfg, err := loadConfigOrDefaults(env, f.config)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -28,21 +28,6 @@ import (
 // with those of a configured server.
 const ReplayServerName = "replay"
 
-// replayConfig loads the configuration like every verb, except that
-// without any configuration file (no --config, no $MAILWORKER_CONFIG, no
-// ./mailworker.yaml) it uses the defaults: SQLite and an embedded NATS in
-// ./data. That is what `mailworker replay --dry-run testdata/mail` needs.
-func replayConfig(env *cliEnv, path string) (*config.Config, error) {
-	if resolveConfigPath(env, path) == defaultConfigPath {
-		if _, err := os.Stat(defaultConfigPath); errors.Is(err, os.ErrNotExist) {
-			c := &config.Config{}
-			c.SetDefaults()
-			return c, nil
-		}
-	}
-	return loadConfig(env, path)
-}
-
 // replayServer returns the server whose naming and flags apply.
 func replayServer(cfg *config.Config, name string) (config.Server, error) {
 	if name == "" {
@@ -59,7 +44,7 @@ func replayServer(cfg *config.Config, name string) (config.Server, error) {
 
 // directTarget publishes through the pipeline (or prints, with --dry-run).
 func directTarget(ctx context.Context, env *cliEnv, f *replayFlags, logger *slog.Logger) (replay.Target, func(), error) {
-	cfg, err := replayConfig(env, f.config)
+	cfg, err := loadConfigOrDefaults(env, f.config)
 	if err != nil {
 		return nil, nil, err
 	}
