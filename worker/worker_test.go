@@ -346,6 +346,21 @@ func TestExactlyOnceDovecot(t *testing.T) {
 	}
 }
 
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// TestMain removes the binary built by buildBinary.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -406,10 +421,7 @@ func TestKilledWorkerDovecot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "mailworker")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/mailworker").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	d := imaptest.StartDovecot(t, imaptest.DovecotOptions{Users: map[string]string{testUser: testPassword}})
 	const n = 1000
 	d.SeedMaildir(testUser, "INBOX", mixedMailbox(n))
