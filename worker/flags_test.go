@@ -180,4 +180,3 @@ func buildBinary(t *testing.T) string {
 	}
 	return binPath
 }
-
