@@ -66,6 +66,11 @@ type NATS struct {
 	// SubjectPrefix is the first subject token. Default "mail"; events go to
 	// <prefix>.<server>.<request|reply|auto|suppressed|failed>.
 	SubjectPrefix string `yaml:"subject_prefix"`
+	// Listen is where the embedded server (URL empty) accepts clients from
+	// other processes, such as the helpdesk and `mailworker events`.
+	// Default "127.0.0.1:0": a free loopback port, written to
+	// DataDir/nats.url. Ignored when URL is set.
+	Listen string `yaml:"listen"`
 	// CredentialsFile is a NATS .creds file (JWT + nkey), optional.
 	CredentialsFile string `yaml:"credentials_file"`
 	// TLS for the NATS connection, optional.

@@ -189,6 +189,11 @@ func (v *validator) nats() {
 	if v.fromFile("nats.url") && urlsHavePassword(n.URL) {
 		v.add("nats.url", "secrets are not allowed inline; use credentials_file, or set the whole url in %s", EnvName("nats.url"))
 	}
+	if n.Listen != "" {
+		if _, _, err := net.SplitHostPort(n.Listen); err != nil {
+			v.add("nats.listen", "want host:port, e.g. 127.0.0.1:4222: %v", err)
+		}
+	}
 	if !streamRE.MatchString(n.Stream) {
 		v.add("nats.stream", "invalid stream name %q (letters, digits, _ and -)", n.Stream)
 	}

@@ -46,7 +46,7 @@ func cmdRun(env *cliEnv, args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	w, err := worker.Open(ctx, worker.Options{Config: cfg, Logs: logs, Getenv: env.getenv, EmbeddedListen: "127.0.0.1:0"})
+	w, err := worker.Open(ctx, worker.Options{Config: cfg, Logs: logs, Getenv: env.getenv, EmbeddedListen: embeddedListen(cfg)})
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -111,4 +111,12 @@ func newLogs(env *cliEnv, cfg *config.Config) (*logging.Factory, error) {
 		return nil, errors.New("log: " + err.Error())
 	}
 	return f, nil
+}
+
+// embeddedListen is where the embedded NATS server accepts other processes.
+func embeddedListen(cfg *config.Config) string {
+	if cfg.NATS.Listen != "" {
+		return cfg.NATS.Listen
+	}
+	return "127.0.0.1:0"
 }
