@@ -553,8 +553,9 @@ func TestServerHelpers(t *testing.T) {
 		{Name: "a", Username: "User@Example.com"},
 		{Name: "b", Mailbox: "Box@Example.com", Username: "x"},
 		{Name: "c", Addresses: []string{"First@Example.com", "second@example.com"}, Mailbox: "m"},
+		{Name: "d", Protocol: config.ProtocolEWS, Impersonate: "Shared@Example.com"},
 	}}
-	for name, want := range map[string]string{"a": "user@example.com", "b": "box@example.com", "c": "first@example.com"} {
+	for name, want := range map[string]string{"a": "user@example.com", "b": "box@example.com", "c": "first@example.com", "d": "shared@example.com"} {
 		s, ok := c.Server(name)
 		if !ok {
 			t.Fatalf("Server(%q) not found", name)

@@ -31,7 +31,8 @@ func (c *Config) Server(name string) (*Server, bool) {
 func Equal(a, b Server) bool { return reflect.DeepEqual(a, b) }
 
 // MailboxID returns the mailbox identity used in events and event ids: the
-// first of Addresses, else Mailbox (Graph), else Username, lower-cased.
+// first of Addresses, else Mailbox (Graph), else Impersonate (EWS
+// app-only, where Username is empty), else Username, lower-cased.
 // (It cannot be called Mailbox: that is the Graph mailbox field.)
 func (s *Server) MailboxID() string {
 	id := s.Username
@@ -40,6 +41,8 @@ func (s *Server) MailboxID() string {
 		id = s.Addresses[0]
 	case s.Mailbox != "":
 		id = s.Mailbox
+	case s.Impersonate != "":
+		id = s.Impersonate
 	}
 	return strings.ToLower(strings.TrimSpace(id))
 }
