@@ -307,6 +307,7 @@ func (f *IMAP) fetchBatch(ctx context.Context, s *imapSession, sink Sink, validi
 				// The UID may come after the body: spool first, decide later.
 				s.wd.arm(fmt.Sprintf("uid fetch %s body of message %d", f.folder, m.SeqNum), t.Literal)
 				sp := spool.New(f.deps.SpoolDir, 0)
+				sp.Grow(it.Literal.Size())
 				_, err := io.CopyBuffer(sp, it.Literal, copyBuf)
 				if err != nil {
 					closeIMAPSpool(f.log, sp)

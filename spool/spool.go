@@ -53,6 +53,16 @@ func ReadFrom(r io.Reader, dir string, memLimit int) (*Spool, error) {
 	return s, nil
 }
 
+// Grow reserves room for n more bytes when they will stay in memory, so a
+// message of known size (an IMAP literal) is copied without the buffer
+// doubling its way up. A size beyond the memory limit is ignored: such a
+// message goes to a file anyway.
+func (s *Spool) Grow(n int64) {
+	if s.file == nil && n > 0 && int64(s.buf.Len())+n <= int64(s.memLimit) {
+		s.buf.Grow(int(n))
+	}
+}
+
 // Write appends p.
 func (s *Spool) Write(p []byte) (int, error) {
 	if s.file == nil && s.buf.Len()+len(p) > s.memLimit {
