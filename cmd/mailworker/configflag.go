@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/mailworker/mailworker/config"
+	"github.com/mailworker/mailworker/publisher"
 )
 
 // defaultConfigPath is read when neither --config nor $MAILWORKER_CONFIG is given.
@@ -57,4 +58,24 @@ func loadConfigOrDefaults(env *cliEnv, flagValue string) (*config.Config, error)
 		}
 	}
 	return loadConfig(env, flagValue)
+}
+
+// useRunningWorker points cfg at the embedded NATS server of a worker
+// running on the same data_dir, when cfg has no nats.url and such a worker
+// has written its URL: that worker owns the store, so a second embedded
+// server must not open it.
+func useRunningWorker(cfg *config.Config) (*config.Config, error) {
+	if cfg.NATS.URL != "" {
+		return cfg, nil
+	}
+	u, err := publisher.ReadURLFile(cfg.DataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := *cfg
+	c.NATS.URL = u
+	return &c, nil
 }

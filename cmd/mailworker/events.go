@@ -85,22 +85,17 @@ func eventsFilter(cfg config.NATS, server, kind string) string {
 // server wrote to data_dir/nats.url; else (no worker running) an
 // in-process embedded server on data_dir/nats, returned for Shutdown.
 func connectForCLI(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*nats.Conn, *publisher.Embedded, error) {
-	nc := cfg.NATS
+	running, err := useRunningWorker(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	var emb *publisher.Embedded
-	if nc.URL == "" {
-		u, err := publisher.ReadURLFile(cfg.DataDir)
-		switch {
-		case err == nil:
-			nc.URL = u
-		case errors.Is(err, os.ErrNotExist):
-			if emb, err = publisher.StartEmbedded(cfg.DataDir, logger); err != nil {
-				return nil, nil, err
-			}
-		default:
+	if running.NATS.URL == "" {
+		if emb, err = publisher.StartEmbedded(cfg.DataDir, logger); err != nil {
 			return nil, nil, err
 		}
 	}
-	conn, err := publisher.Connect(ctx, nc, emb, logger)
+	conn, err := publisher.Connect(ctx, running.NATS, emb, logger)
 	if err != nil {
 		if emb != nil {
 			emb.Shutdown()

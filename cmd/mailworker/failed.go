@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/logging"
 	"github.com/mailworker/mailworker/pipeline"
-	"github.com/mailworker/mailworker/publisher"
 	"github.com/mailworker/mailworker/storage"
 	"github.com/mailworker/mailworker/worker"
 )
@@ -100,16 +98,9 @@ func failedList(ctx context.Context, env *cliEnv, cfg *config.Config, server str
 func failedRetry(ctx context.Context, env *cliEnv, cfg *config.Config, id string) error {
 	// Publish through a running worker's embedded server when there is
 	// one (it owns the store), as `replay` does.
-	if cfg.NATS.URL == "" {
-		u, err := publisher.ReadURLFile(cfg.DataDir)
-		switch {
-		case err == nil:
-			c := *cfg
-			c.NATS.URL = u
-			cfg = &c
-		case !errors.Is(err, os.ErrNotExist):
-			return err
-		}
+	cfg, err := useRunningWorker(cfg)
+	if err != nil {
+		return err
 	}
 	logs, err := logging.New(logging.Options{Writer: env.stderr, Level: "warn", Format: cfg.Log.Format})
 	if err != nil {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -63,16 +61,9 @@ func directTarget(ctx context.Context, env *cliEnv, f *replayFlags, logger *slog
 	// Publish the way `run` does (worker.Open: database, NATS or the
 	// embedded server, stream, pipeline). When a worker with an embedded
 	// server is running it owns the store: connect to it instead.
-	if cfg.NATS.URL == "" {
-		u, err := publisher.ReadURLFile(cfg.DataDir)
-		switch {
-		case err == nil:
-			c := *cfg
-			c.NATS.URL = u
-			cfg = &c
-		case !errors.Is(err, os.ErrNotExist):
-			return nil, nil, err
-		}
+	cfg, err = useRunningWorker(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
 	logs, err := logging.New(logging.Options{Writer: env.stderr, Level: "warn", Format: cfg.Log.Format})
 	if err != nil {
