@@ -349,7 +349,17 @@ func (f *IMAP) fetchBatch(ctx context.Context, s *imapSession, sink Sink, validi
 	var fetchErr error
 	if readErr != nil {
 		fetchErr = readErr
-		s.c.Close() // the stream is broken; do not read the rest
+		// Do not read the rest. go-imap's reader goroutine waits for us to
+		// consume the item it handed out, and Client.Close waits for that
+		// goroutine: drain the command concurrently so both can finish.
+		go func() {
+			for m := cmd.Next(); m != nil; m = cmd.Next() {
+				for m.Next() != nil {
+				}
+			}
+			cmd.Close()
+		}()
+		s.c.Close()
 	} else if err := cmd.Close(); err != nil {
 		fetchErr = fmt.Errorf("imap %s: uid fetch %s: %w", f.addr(), f.folder, err)
 	}

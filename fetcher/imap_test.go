@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -410,3 +412,32 @@ func TestDialIMAP(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestIMAPSpoolFailureEndsRun: when a body cannot be spooled (here the
+// spool directory is missing) the run fails promptly with the reason,
+// delivers nothing after it and checkpoints nothing; it used to hang in
+// go-imap's Close, whose reader waited for us to consume the stream.
+func TestIMAPSpoolFailureEndsRun(t *testing.T) {
+	fx := newIMAPFixture(t, imaptest.MemOptions{})
+	fx.deps.SpoolDir = filepath.Join(t.TempDir(), "missing")
+	fx.mem.Append(t, "alice", "INBOX", testMsg(1, 0))
+	fx.mem.Append(t, "alice", "INBOX", testMsg(2, 6<<20))
+	fx.mem.Append(t, "alice", "INBOX", testMsg(3, 0))
+	sink := &recSink{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := fx.fetcher(t).Fetch(ctxT(t), sink)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "spool") {
+			t.Fatalf("Fetch = %v; want a spool error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Fetch hung after a spool failure")
+	}
+	if cp := fx.checkpoint(t); cp.LastUID > 1 {
+		t.Fatalf("checkpoint advanced to %d past the message that failed", cp.LastUID)
+	}
+}
