@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -96,6 +97,11 @@ func Open(ctx context.Context, o Options) (_ *Worker, err error) {
 			w.Close()
 		}
 	}()
+	// data_dir/tmp holds spooled message bodies and attachments on their
+	// way to the Object Store.
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
 	if w.db, err = storage.Open(ctx, cfg.Database, cfg.DataDir); err != nil {
 		return nil, err
 	}

@@ -185,12 +185,17 @@ func base64Line(p []byte) string {
 	return sb.String()
 }
 
-// mixedMailbox returns n messages: mostly 2–16 KB, every 100th 1–2 MB.
+// mixedMailbox returns n messages: mostly 2–16 KB, every 100th 1–2 MB,
+// and every 500th 5 MB (over the spool's in-memory limit, so it goes
+// through a file in data_dir/tmp).
 func mixedMailbox(n int) [][]byte {
 	msgs := make([][]byte, n)
 	for i := range msgs {
 		size := 2<<10 + (i*997)%(14<<10)
-		if i%100 == 99 {
+		switch {
+		case i%500 == 499:
+			size = 5 << 20
+		case i%100 == 99:
 			size = 1<<20 + (i%7)*(150<<10)
 		}
 		msgs[i] = message(i, size)
