@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,14 +153,48 @@ func timed(t *testing.T, cmd *exec.Cmd) (r result) {
 	var out logBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s: %v\n%s", cmd.Path, err, out.String())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", cmd.Path, err)
 	}
-	r.secs = time.Since(start).Seconds()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rssMB = float64(ru.Maxrss) / 1024 // kilobytes on Linux
+	// The child's rusage Maxrss would count the test process's own memory
+	// at fork time; VmHWM in /proc is the child's peak since exec. Poll it
+	// until the child exits and keep the last reading.
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var hwmKB int64
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", cmd.Path, err, out.String())
+			}
+			r.secs = time.Since(start).Seconds()
+			r.rssMB = float64(hwmKB) / 1024
+			return r
+		case <-tick.C:
+			if kb := vmHWM(status); kb > hwmKB {
+				hwmKB = kb
+			}
+		}
 	}
-	return r
+}
+
+// vmHWM reads a process's peak resident set size in kB, 0 when gone.
+func vmHWM(statusFile string) int64 {
+	b, err := os.ReadFile(statusFile)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 // benchMailbox returns n messages: text mail of 4–16 KB (median about
