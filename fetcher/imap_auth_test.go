@@ -151,6 +151,28 @@ func TestTraceWriterRedactsLogin(t *testing.T) {
 	}
 }
 
+// TestTraceWriterCompletionBeforeCommand: client and server lines reach the
+// trace from two goroutines, so with SASL-IR the server's "T1 OK" can be
+// traced before "T1 AUTHENTICATE PLAIN <payload>". The payload stays
+// hidden and the transcript goes on afterwards (it used to be redacted to
+// the end of the session).
+func TestTraceWriterCompletionBeforeCommand(t *testing.T) {
+	logs := &syncBuffer{}
+	tw := newTraceWriter(ctxT(t), newJSONLogger(logs))
+	fmt.Fprint(tw, "T1 OK [CAPABILITY IMAP4rev2] PLAIN authentication successful\r\n")
+	fmt.Fprint(tw, "T1 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldHBhc3M=\r\n")
+	fmt.Fprint(tw, "T2 SELECT INBOX\r\n* 3 EXISTS\r\nT2 OK [READ-WRITE] done\r\nT3 UID FETCH 1:3 (UID)\r\n")
+	out := logs.String()
+	if strings.Contains(out, "AGFsaWNlAHNlY3JldHBhc3M=") {
+		t.Fatalf("SASL payload leaked: %s", out)
+	}
+	for _, want := range []string{"T1 AUTHENTICATE PLAIN ***", "T2 SELECT INBOX", "* 3 EXISTS", "T3 UID FETCH 1:3 (UID)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q: %s", want, out)
+		}
+	}
+}
+
 // hangServer is a fake IMAPS server that logs in anyone, answers SELECT and
 // SEARCH, and then stops answering in the middle of the message body.
 func hangServer(t *testing.T, fx *imapFixture, hangAt string) string {

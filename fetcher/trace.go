@@ -35,10 +35,12 @@ type traceWriter struct {
 	line    []byte
 	skip    int64  // literal bytes still to drop
 	authTag string // tag of the LOGIN/AUTHENTICATE in progress
+
+	completed map[string]bool // tags whose completion was traced
 }
 
 func newTraceWriter(ctx context.Context, log *slog.Logger, secrets ...string) *traceWriter {
-	t := &traceWriter{ctx: ctx, log: log}
+	t := &traceWriter{ctx: ctx, log: log, completed: map[string]bool{}}
 	for _, s := range secrets {
 		if s != "" {
 			t.secrets = append(t.secrets, s)
@@ -74,22 +76,38 @@ func (t *traceWriter) Write(p []byte) (int, error) {
 }
 
 var (
-	authCmd    = regexp.MustCompile(`(?i)^(\S+) (LOGIN|AUTHENTICATE)\b`)
-	fetchLit   = regexp.MustCompile(`(?i)^\* \d+ FETCH .*\{(\d+)\}$`)
-	literalEnd = regexp.MustCompile(`\{(\d+)\+?\}$`)
+	authCmd      = regexp.MustCompile(`(?i)^(\S+) (LOGIN|AUTHENTICATE)\b`)
+	taggedStatus = regexp.MustCompile(`(?i)^([^*+\s]\S*) (?:OK|NO|BAD)\b`)
+	fetchLit     = regexp.MustCompile(`(?i)^\* \d+ FETCH .*\{(\d+)\}$`)
+	literalEnd   = regexp.MustCompile(`\{(\d+)\+?\}$`)
 )
 
 func (t *traceWriter) emit() {
 	line := strings.TrimRight(string(t.line), "\r")
 	t.line = t.line[:0]
+	// Client and server lines reach this writer from two goroutines, so
+	// the tagged completion of an AUTHENTICATE can be traced before the
+	// command itself. Any tagged completion ends auth mode (commands are
+	// not pipelined while authenticating), and a command whose completion
+	// was already seen does not start it.
+	if m := taggedStatus.FindStringSubmatch(line); m != nil {
+		t.completed[m[1]] = true
+		if len(t.completed) > 64 {
+			clear(t.completed)
+			t.completed[m[1]] = true
+		}
+		t.authTag = ""
+	}
 	switch {
-	case t.authTag != "" && strings.HasPrefix(line, t.authTag+" "):
-		t.authTag = "" // tagged completion of the auth command: safe to show
+	case t.authTag != "" && strings.HasPrefix(line, "* "):
+		// untagged server data is no secret
 	case t.authTag != "":
 		line = traceRedacted
 	default:
 		if m := authCmd.FindStringSubmatchIndex(line); m != nil {
-			t.authTag = line[m[2]:m[3]]
+			if tag := line[m[2]:m[3]]; !t.completed[tag] {
+				t.authTag = tag
+			}
 			rest := line[m[5]:]
 			if strings.EqualFold(line[m[4]:m[5]], "AUTHENTICATE") {
 				// keep the mechanism name, drop the initial response

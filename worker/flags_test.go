@@ -76,7 +76,7 @@ func TestDisableNewRequestsAndEmailDebug(t *testing.T) {
 	}
 	for _, want := range []string{"UID FETCH", "suppressed"} {
 		if !strings.Contains(out, want) {
-			t.Errorf("email_debug logs lack %q", want)
+			t.Errorf("email_debug logs lack %q:\n%s", want, out)
 		}
 	}
 	sts, err := w.Status(context.Background())
