@@ -294,7 +294,7 @@ func (w *Worker) logOutcome(logger *slog.Logger, srv config.Server, st fetcher.S
 		logger.Info("fetch recovered", "delivered", st.Delivered)
 	}
 	if st.Delivered > 0 {
-		logger.Info("fetched", "messages", st.Delivered, "bytes", st.Bytes, "took", took.Round(time.Millisecond), "more", st.More)
+		logger.Info("fetched", "messages", st.Delivered, "bytes", st.Bytes, "took_ms", took.Milliseconds(), "more", st.More)
 	}
 }
 
