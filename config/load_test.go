@@ -259,8 +259,10 @@ func TestValidation(t *testing.T) {
 			{2, "nats.tls.cert_file", "required with key_file"},
 			{3, "nats.tls.ca_file", "cannot read: open /nonexistent/ca.pem"},
 			{4, "nats.tls.key_file", "cannot read"}}},
-		{"admin listen public", "admin:\n  listen: 0.0.0.0:8025\n", []want{{2, "admin.listen", "not a loopback address; set admin.token_env or admin.token_file"}}},
-		{"admin listen all interfaces", "admin:\n  listen: :8025\n", []want{{2, "admin.listen", "not a loopback address"}}},
+		// A public listen without a token is not a load error: run logs it
+		// and keeps fetching without the listener (TestAdminProblem).
+		{"admin listen public", "admin:\n  listen: 0.0.0.0:8025\n", nil},
+		{"admin listen all interfaces", "admin:\n  listen: :8025\n", nil},
 		{"admin listen public with token", "admin:\n  listen: 0.0.0.0:8025\n  token_env: ADMIN_TOKEN\n", nil},
 		{"admin listen off", "admin:\n  listen: \"off\"\n", nil},
 		{"admin listen garbage", "admin:\n  listen: localhost\n", []want{{2, "admin.listen", "want host:port"}}},
@@ -414,7 +416,7 @@ func TestEnvOverrideErrorsNameTheVariable(t *testing.T) {
 	_, err := load(t, imapServer, map[string]string{
 		"MAILWORKER_SERVERS_SUPPORT_FETCH_INTERVAL": "2s",
 		"MAILWORKER_NATS_REPLICAS":                  "three",
-		"MAILWORKER_ADMIN_LISTEN":                   "0.0.0.0:9000",
+		"MAILWORKER_ADMIN_LISTEN":                   "9000", // malformed: a public listen is no longer a load error
 	})
 	var errs config.Errors
 	if !errors.As(err, &errs) || len(errs) != 3 {
@@ -545,6 +547,38 @@ func TestSecrets(t *testing.T) {
 	s.Auth = config.Auth{PasswordEnv: "MW_TEST_PW"}
 	if v, err := s.Password(); err != nil || v.Reveal() != "process-env" {
 		t.Errorf("Password = %v", err)
+	}
+}
+
+// TestAdminProblem: the admin listener's runtime problems (no readable
+// token, a public listen without one) are reported by Admin.Problem, never
+// by Validate, so that `run` can keep fetching without the listener.
+func TestAdminProblem(t *testing.T) {
+	getenv := func(k string) string { return map[string]string{"TOK": "t"}[k] }
+	for _, c := range []struct {
+		a    config.Admin
+		want string // "" for no problem
+	}{
+		{config.Admin{Listen: "127.0.0.1:8025"}, ""},
+		{config.Admin{Listen: "localhost:8025"}, ""},
+		{config.Admin{Listen: "off"}, ""},
+		{config.Admin{Listen: "0.0.0.0:8025"}, "not a loopback address"},
+		{config.Admin{Listen: ":8025"}, "not a loopback address"},
+		{config.Admin{Listen: "0.0.0.0:8025", TokenEnv: "TOK"}, ""},
+		{config.Admin{Listen: "127.0.0.1:8025", TokenEnv: "UNSET"}, "admin.token_env: environment variable UNSET is empty or unset"},
+		{config.Admin{Listen: "127.0.0.1:8025", TokenFile: "/nonexistent/admin.token"}, "admin.token_file"},
+	} {
+		err := c.a.Problem(getenv)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: Problem = %v; want none", c.a, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v: Problem = %v; want %q", c.a, err, c.want)
+		}
+		cfg := &config.Config{Admin: c.a}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%+v: Validate = %v; admin runtime problems are not load errors", c.a, err)
+		}
 	}
 }
 

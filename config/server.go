@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -105,6 +106,29 @@ func (a *Admin) TokenFrom(getenv func(string) string) (secret.String, error) {
 		return secret.String{}, fmt.Errorf("config: admin.%w", err)
 	}
 	return v, nil
+}
+
+// Problem reports why `mailworker run` cannot serve the admin listener as
+// configured, or nil: the configured token cannot be read, or listen is not
+// a loopback address and no token is configured (a loopback listener
+// without one uses the token generated in data_dir). It is never a
+// configuration error: run logs it and keeps fetching, check-config warns.
+func (a *Admin) Problem(getenv func(string) string) error {
+	if a.Listen == "" || a.Listen == "off" {
+		return nil
+	}
+	if a.TokenEnv != "" || a.TokenFile != "" {
+		_, err := a.TokenFrom(getenv)
+		return err
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return fmt.Errorf("config: admin.listen %q: %w", a.Listen, err)
+	}
+	if !isLoopback(host) {
+		return fmt.Errorf("config: admin.listen %s is not a loopback address: set admin.token_env or admin.token_file so the listener requires a bearer token", a.Listen)
+	}
+	return nil
 }
 
 // readSecret returns the value of variable env, or of file. Errors start

@@ -1,20 +1,50 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/imaptest"
 	"github.com/mailworker/mailworker/secret"
 	"github.com/mailworker/mailworker/storage/storagetest"
 )
 
-// TestAdminHandler: /healthz follows the broker, /status reports every
-// server, and with an admin token /status and /oauth/start refuse
-// requests without it.
+// adminGet sends GET path to base with an optional bearer token through c
+// (nil: a client without cookies that does not follow redirects).
+func adminGet(t *testing.T, c *http.Client, base, path, token string) *http.Response {
+	t.Helper()
+	if c == nil {
+		c = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	req, _ := http.NewRequest("GET", base+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// TestAdminHandler: /healthz and /readyz follow the broker, /status reports
+// every server, and with an admin token /, /status and /oauth/start refuse
+// requests without it, also when it is passed as ?token=.
 func TestAdminHandler(t *testing.T) {
 	m := imaptest.StartMem(t, imaptest.MemOptions{Users: map[string]string{testUser: testPassword}})
 	b := startBroker(t)
@@ -23,23 +53,12 @@ func TestAdminHandler(t *testing.T) {
 
 	open := httptest.NewServer(w.AdminHandler(secret.String{}))
 	defer open.Close()
-	get := func(srv *httptest.Server, path, token string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest("GET", srv.URL+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := adminGet(t, nil, open.URL, p, ""); r.StatusCode != 200 {
+			t.Fatalf("%s = %d with the broker up", p, r.StatusCode)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-		return resp
 	}
-	if r := get(open, "/healthz", ""); r.StatusCode != 200 {
-		t.Fatalf("/healthz = %d with the broker up", r.StatusCode)
-	}
-	r := get(open, "/status", "")
+	r := adminGet(t, nil, open.URL, "/status", "")
 	var st []ServerStatus
 	if err := json.NewDecoder(r.Body).Decode(&st); err != nil || len(st) != 1 || st[0].Server != "support" {
 		t.Fatalf("/status = %v, %v", st, err)
@@ -47,21 +66,255 @@ func TestAdminHandler(t *testing.T) {
 
 	guarded := httptest.NewServer(w.AdminHandler(secret.New("admin-token-1")))
 	defer guarded.Close()
-	for _, path := range []string{"/status", "/oauth/start?server=support"} {
-		if r := get(guarded, path, ""); r.StatusCode != http.StatusUnauthorized {
+	for _, path := range []string{"/", "/status", "/oauth/start?server=support", "/status?token=admin-token-1"} {
+		if r := adminGet(t, nil, guarded.URL, path, ""); r.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s without the token = %d; want 401", path, r.StatusCode)
 		}
 	}
-	if r := get(guarded, "/status", "admin-token-1"); r.StatusCode != 200 {
+	if r := adminGet(t, nil, guarded.URL, "/status", "wrong-token"); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/status with a wrong token = %d; want 401", r.StatusCode)
+	}
+	if r := adminGet(t, nil, guarded.URL, "/status", "admin-token-1"); r.StatusCode != 200 {
 		t.Errorf("/status with the token = %d", r.StatusCode)
 	}
-	if r := get(guarded, "/healthz", ""); r.StatusCode != 200 {
-		t.Errorf("/healthz needs no token, got %d", r.StatusCode)
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := adminGet(t, nil, guarded.URL, p, ""); r.StatusCode != 200 {
+			t.Errorf("%s needs no token, got %d", p, r.StatusCode)
+		}
 	}
 
 	b.stop()
 	waitFor(t, 10*time.Second, "the worker to notice the broker is gone", func() bool { return !w.Publisher().Healthy() })
-	if r := get(open, "/healthz", ""); r.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("/healthz = %d with the broker down; want 503", r.StatusCode)
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := adminGet(t, nil, open.URL, p, ""); r.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s = %d with the broker down; want 503", p, r.StatusCode)
+		}
+	}
+}
+
+// TestServeAdminGeneratedToken: with no token configured, a loopback
+// listener generates one in data_dir (mode 0600, reused on the next start)
+// and returns a one-time login link. The link sets an HttpOnly,
+// SameSite=Strict cookie and redirects to a URL without the code; it works
+// once; the cookie opens /status; ?token= does not.
+func TestServeAdminGeneratedToken(t *testing.T) {
+	m := imaptest.StartMem(t, imaptest.MemOptions{Users: map[string]string{testUser: testPassword}})
+	b := startBroker(t)
+	cfg := testConfig(t, storagetest.Drivers[0], b.url(), memServer("support", m))
+	cfg.Admin = config.Admin{Listen: "127.0.0.1:0"}
+	var logs logBuffer
+	w := openWorker(t, cfg, &logs)
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	al, err := w.ServeAdmin(ctx, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al.TokenFile != filepath.Join(cfg.DataDir, AdminTokenFile) || al.LoginURL == "" {
+		t.Fatalf("ServeAdmin = %+v", al)
+	}
+	fi, err := os.Stat(al.TokenFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v, %v; want mode 0600", fi, err)
+	}
+	raw, _ := os.ReadFile(al.TokenFile)
+	token := strings.TrimSpace(string(raw))
+	if len(token) < 40 {
+		t.Fatalf("generated token is %d characters", len(token))
+	}
+	if !strings.Contains(logs.String(), al.LoginURL) || strings.Contains(logs.String(), token) {
+		t.Errorf("the log must show the login link and never the token:\n%s", logs.String())
+	}
+	if !strings.HasPrefix(al.LoginURL, al.URL+"/login?code=") || strings.Contains(al.LoginURL, token) {
+		t.Errorf("login URL %q", al.LoginURL)
+	}
+
+	for _, p := range []string{"/status", "/", "/status?token=" + token} {
+		if r := adminGet(t, nil, al.URL, p, ""); r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s without token or cookie = %d; want 401", p, r.StatusCode)
+		}
+	}
+	if r := adminGet(t, nil, al.URL, "/status", token); r.StatusCode != 200 {
+		t.Errorf("/status with the generated token as bearer = %d", r.StatusCode)
+	}
+
+	// The login response: cookie attributes and a clean redirect.
+	path := strings.TrimPrefix(al.LoginURL, al.URL)
+	r := adminGet(t, nil, al.URL, path, "")
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {
+		t.Fatalf("login = %d to %q; want 303 to /", r.StatusCode, r.Header.Get("Location"))
+	}
+	cookies := r.Cookies()
+	if len(cookies) != 1 || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode || strings.Contains(cookies[0].Value, token) {
+		t.Fatalf("login cookies = %+v", cookies)
+	}
+	if r := adminGet(t, nil, al.URL, path, ""); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("login link used twice = %d; want 401", r.StatusCode)
+	}
+
+	// A browser (cookie jar) with a fresh link from AdminLoginCode, as
+	// `mailworker admin-url` prints it.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	tok, generated, err := AdminToken(cfg, getenv, false)
+	if err != nil || !generated || tok.Reveal() != token {
+		t.Fatalf("AdminToken = %v, %v", generated, err)
+	}
+	r = adminGet(t, browser, al.URL, "/login?code="+AdminLoginCode(tok, time.Now()), "")
+	if r.StatusCode != 200 || r.Request.URL.RawQuery != "" || r.Request.URL.Path != "/" {
+		t.Fatalf("login in a browser ended at %s with %d", r.Request.URL, r.StatusCode)
+	}
+	if r := adminGet(t, browser, al.URL, "/status", ""); r.StatusCode != 200 {
+		t.Errorf("/status with the session cookie = %d", r.StatusCode)
+	}
+	if r := adminGet(t, nil, al.URL, "/login?code="+AdminLoginCode(secret.New("another-token"), time.Now()), ""); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("login with a code signed by another token = %d", r.StatusCode)
+	}
+	if r := adminGet(t, nil, al.URL, "/login?code="+AdminLoginCode(tok, time.Now().Add(-LoginCodeTTL-time.Second)), ""); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("login with an expired code = %d", r.StatusCode)
+	}
+
+	// A second start reuses the token.
+	cancel()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	waitFor(t, 10*time.Second, "the first listener to close", func() bool {
+		_, err := http.Get(al.URL + "/healthz")
+		return err != nil
+	})
+	if _, err := w.ServeAdmin(ctx2, getenv); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(al.TokenFile); string(again) != string(raw) {
+		t.Error("a second start replaced the generated token")
+	}
+}
+
+// TestServeAdminFailures: each way the admin listener cannot start is an
+// error from ServeAdmin (which `run` logs and goes on fetching), never a
+// silently open listener.
+func TestServeAdminFailures(t *testing.T) {
+	m := imaptest.StartMem(t, imaptest.MemOptions{Users: map[string]string{testUser: testPassword}})
+	b := startBroker(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	emptyFile := filepath.Join(dir, "empty")
+	os.WriteFile(emptyFile, nil, 0o600)
+	for _, c := range []struct {
+		name  string
+		admin config.Admin
+		want  string
+	}{
+		{"port taken", config.Admin{Listen: taken.Addr().String()}, "address already in use"},
+		{"public without token", config.Admin{Listen: "0.0.0.0:0"}, "not a loopback address"},
+		{"missing token file", config.Admin{Listen: "127.0.0.1:0", TokenFile: filepath.Join(dir, "missing")}, "admin.token_file"},
+		{"empty token file", config.Admin{Listen: "127.0.0.1:0", TokenFile: emptyFile}, "is empty"},
+		{"unset token env", config.Admin{Listen: "127.0.0.1:0", TokenEnv: "MW_TEST_UNSET_ADMIN_TOKEN"}, "MW_TEST_UNSET_ADMIN_TOKEN"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t, storagetest.Drivers[0], b.url(), memServer("support", m))
+			cfg.Admin = c.admin
+			w := openWorker(t, cfg, nil)
+			defer w.Close()
+			al, err := w.ServeAdmin(context.Background(), getenv)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("ServeAdmin = %+v, %v; want an error containing %q", al, err, c.want)
+			}
+		})
+	}
+}
+
+// TestRunWithoutAdminSection runs the binary with a configuration that has
+// no admin section (as the README's minimal one): it keeps running and
+// fetching, logs a one-time link that opens /status through a cookie, and
+// a second `run` whose admin port is taken logs an error and still fetches.
+func TestRunWithoutAdminSection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	m := imaptest.StartMem(t, imaptest.MemOptions{Users: map[string]string{testUser: testPassword, "bob": testPassword}})
+	m.Append(t, testUser, "INBOX", mail("a@example.org", "Hello", ""))
+	b := startBroker(t)
+	// writeConfig writes a configuration without an admin section, with
+	// its own data_dir, fetching user's mailbox as server name.
+	writeConfig := func(name, user string) string {
+		dir := t.TempDir()
+		cfgFile := filepath.Join(dir, "mailworker.yaml")
+		err := os.WriteFile(cfgFile, []byte(fmt.Sprintf(`data_dir: %s
+nats: {url: %s}
+servers:
+  - name: %s
+    protocol: imaps
+    host: 127.0.0.1
+    port: %d
+    tls: {ca_file: %s}
+    username: %s
+    auth: {method: password, password_env: %s}
+    fetch_interval: 10s
+`, filepath.Join(dir, "data"), b.url(), name, m.Port(), m.CAFile(), user, passwordEnv)), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfgFile
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+
+	start := func(cfgFile, adminListen string) (*exec.Cmd, *logBuffer) {
+		cmd := exec.Command(bin, "run", "--config", cfgFile)
+		cmd.Env = append(os.Environ(), passwordEnv+"="+testPassword, "MAILWORKER_ADMIN_LISTEN="+adminListen)
+		var out logBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
+		return cmd, &out
+	}
+	_, out := start(writeConfig("support", testUser), adminAddr)
+	waitFor(t, 60*time.Second, "the message", func() bool { return b.count(t) == 1 })
+	linkRE := regexp.MustCompile(`http://[0-9.:]+/login\?code=[A-Za-z0-9._-]+`)
+	waitFor(t, 30*time.Second, "the admin link in the log", func() bool { return linkRE.MatchString(out.String()) })
+	link := linkRE.FindString(out.String())
+
+	if r := adminGet(t, nil, "http://"+adminAddr, "/status", ""); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/status without token or cookie = %d; want 401", r.StatusCode)
+	}
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	if r := adminGet(t, browser, link, "", ""); r.StatusCode != 200 || r.Request.URL.RawQuery != "" {
+		t.Fatalf("opening the link ended at %s with %d", r.Request.URL, r.StatusCode)
+	}
+	r := adminGet(t, browser, "http://"+adminAddr, "/status", "")
+	var st []ServerStatus
+	if err := json.NewDecoder(r.Body).Decode(&st); err != nil || len(st) != 1 || st[0].Run == nil {
+		t.Fatalf("/status through the cookie = %d %+v, %v", r.StatusCode, st, err)
+	}
+
+	// A second worker (own data_dir, another mailbox, same broker) whose
+	// admin port is taken by the first logs the failure and fetches anyway.
+	m.Append(t, "bob", "INBOX", mail("b@example.org", "Second", ""))
+	cmd2, out2 := start(writeConfig("bob", "bob"), adminAddr)
+	waitFor(t, 60*time.Second, "the second message", func() bool { return b.count(t) == 2 })
+	waitFor(t, 30*time.Second, "the admin error", func() bool { return strings.Contains(out2.String(), "admin listener not started") })
+	if cmd2.ProcessState != nil {
+		t.Fatalf("the second run exited:\n%s", out2.String())
+	}
+	if strings.Contains(out.String()+out2.String(), testPassword) {
+		t.Fatal("the password appears in the logs")
 	}
 }

@@ -57,6 +57,9 @@ func cmdCheckConfig(env *cliEnv, args []string) int {
 	for _, w := range unsetEnv(cfg, env.getenv) {
 		fmt.Fprintln(env.stderr, "warning:", w)
 	}
+	if err := cfg.Admin.Problem(env.getenv); err != nil {
+		fmt.Fprintf(env.stderr, "warning: the admin listener will not start (fetching is not affected): %v\n", err)
+	}
 	return 0
 }
 
@@ -121,7 +124,7 @@ func unsetEnv(cfg *config.Config, getenv func(string) string) []string {
 			out = append(out, fmt.Sprintf("%s: environment variable %s is not set", key, name))
 		}
 	}
-	check("admin.token_env", cfg.Admin.TokenEnv)
+	// admin.token_env is reported by Admin.Problem.
 	for _, s := range cfg.Servers {
 		p := "servers." + s.Name + ".auth."
 		check(p+"password_env", s.Auth.PasswordEnv)

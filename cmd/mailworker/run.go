@@ -65,10 +65,10 @@ func cmdRun(env *cliEnv, args []string) int {
 		logger.Error("start", "err", err)
 		return 1
 	}
-	if err := w.ServeAdmin(ctx, cfg.Admin, env.getenv); err != nil {
-		logger.Error("admin listener", "err", err)
-		w.Stop(context.Background())
-		return 1
+	// The admin listener is a convenience: whatever keeps it from
+	// starting is logged and fetching goes on.
+	if _, err := w.ServeAdmin(ctx, env.getenv); err != nil {
+		logger.Error("admin listener not started; fetching continues", "err", err)
 	}
 	reload := func(why string) {
 		next, err := loadConfig(env, *cfgPath)
