@@ -22,6 +22,10 @@ var (
 	// both alike.
 	ErrNoToken = fmt.Errorf("oauth: no token stored, authorize first: %w", ErrNeedsReauth)
 
+	// ErrSettingsChanged means the stored token was granted for other
+	// settings (client_id, scopes, username, ...). It wraps ErrNeedsReauth.
+	ErrSettingsChanged = fmt.Errorf("oauth: settings changed since authorization, authorize again: %w", ErrNeedsReauth)
+
 	// ErrTemporary means the token endpoint could not be reached or answered
 	// with a server error; the caller should retry on its next run. Attempts
 	// are spaced by a backoff, during which calls fail with it immediately.

@@ -98,7 +98,7 @@ func (m *Manager) store(ctx context.Context, s Settings, st *serverState, tok *o
 		if err != nil {
 			return err
 		}
-		if row != nil && row.Fingerprint == s.Fingerprint() {
+		if row != nil && s.sameSettings(row.Fingerprint) {
 			old, err := m.openRow(row)
 			if err != nil {
 				return err
@@ -147,8 +147,12 @@ const (
 	StateValid       = "valid"        // a usable access token or a refresh token is stored
 	StateExpired     = "expired"      // the access token expired and there is no refresh token
 	StateNeedsReauth = "needs_reauth" // the grant died; authorize again
-	StateMissing     = "missing"      // nothing stored (never authorized, revoked, settings changed)
-	StateOnDemand    = "on_demand"    // client credentials: fetched when needed, nothing stored
+	StateMissing     = "missing"      // nothing stored (never authorized, revoked, or deleted by run after a settings change)
+	// StateSettingsChanged: the stored token was granted for other
+	// settings (client_id, scopes, username, ...); authorize again. Only
+	// `run` (which logs it) and `oauth revoke` delete it.
+	StateSettingsChanged = "settings_changed"
+	StateOnDemand        = "on_demand" // client credentials: fetched when needed, nothing stored
 )
 
 // Status describes one server's token without revealing it.
@@ -161,11 +165,12 @@ type Status struct {
 	LastRefresh  time.Time // last successful refresh, zero when never
 	LastError    string    // last failure, secret-free
 	RefreshToken bool      // a refresh token is stored
+	Changed      []string  // StateSettingsChanged: the settings that changed (names only)
 }
 
 // Status reports the token state of every OAuth server in srvs (others are
-// skipped). It never contacts a provider. A token whose settings changed is
-// deleted and reported missing.
+// skipped). It never contacts a provider and never changes what is stored:
+// a token whose settings changed is reported as StateSettingsChanged.
 func (m *Manager) Status(ctx context.Context, srvs []config.Server) ([]Status, error) {
 	var out []Status
 	for _, srv := range srvs {
@@ -200,12 +205,13 @@ func (m *Manager) Status(ctx context.Context, srvs []config.Server) ([]Status, e
 		if err != nil {
 			return nil, err
 		}
-		if row != nil && row.Fingerprint != s.Fingerprint() {
-			if err := m.deleteRow(ctx, s.Server); err != nil {
-				return nil, err
-			}
-			m.log.Warn("oauth settings changed; stored token deleted, authorize again", "account", s.Server)
-			row = nil
+		if row != nil && !s.sameSettings(row.Fingerprint) {
+			stat.State = StateSettingsChanged
+			stat.Changed = s.changedSettings(row.Fingerprint)
+			stat.LastError = fmt.Sprintf("settings changed since authorization (%s): re-authorize with `mailworker oauth authorize --server %s`",
+				describeChange(stat.Changed), s.Server)
+			out = append(out, stat)
+			continue
 		}
 		if row == nil {
 			stat.State = StateMissing

@@ -46,6 +46,10 @@ type Manager struct {
 
 	minBackoff, maxBackoff time.Duration
 
+	// deleteChanged: a token whose settings changed is deleted when used
+	// (run), not only refused.
+	deleteChanged bool
+
 	mu      sync.Mutex
 	servers map[string]config.Server
 	states  map[string]*serverState
@@ -91,6 +95,13 @@ func (m *Manager) SetGetenv(getenv func(string) string) {
 	}
 	m.getenv = getenv
 }
+
+// SetDeleteChangedTokens makes the Manager delete a stored token whose
+// settings changed when a fetch asks for it (after logging the server and
+// the names of the changed settings). Only `mailworker run` sets it; by
+// default such a token is refused with ErrSettingsChanged and kept, so
+// read-only commands never destroy it.
+func (m *Manager) SetDeleteChangedTokens(on bool) { m.deleteChanged = on }
 
 // SetServers tells the Manager the configured servers, so that Handler can
 // start an authorization by server name. Servers passed to Resolve,
@@ -251,13 +262,17 @@ func (m *Manager) userToken(ctx context.Context, s Settings, st *serverState, fo
 	case row == nil:
 		st.forget()
 		return "", fmt.Errorf("oauth token %s: %w", s.Server, ErrNoToken)
-	case row.Fingerprint != st.fingerprint:
+	case !s.sameSettings(row.Fingerprint):
+		st.forget()
+		changed := describeChange(s.changedSettings(row.Fingerprint))
+		if !m.deleteChanged {
+			return "", fmt.Errorf("oauth token %s: %w (%s)", s.Server, ErrSettingsChanged, changed)
+		}
+		m.log.Warn("oauth settings changed since authorization; deleting the stored token, authorize again", "account", s.Server, "changed", changed)
 		if err := m.deleteRow(ctx, s.Server); err != nil {
 			return "", err
 		}
-		st.forget()
-		m.log.Warn("oauth settings changed; stored token deleted, authorize again", "account", s.Server)
-		return "", fmt.Errorf("oauth token %s: settings changed: %w", s.Server, ErrNoToken)
+		return "", fmt.Errorf("oauth token %s: settings changed (%s), stored token deleted: %w", s.Server, changed, ErrNoToken)
 	case row.Status == statusNeedsReauth:
 		st.tok, st.unsaved, st.dead = nil, false, true
 		return "", fmt.Errorf("oauth token %s: %s: %w", s.Server, row.LastError, ErrNeedsReauth)

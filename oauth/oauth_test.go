@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -108,7 +109,7 @@ func (e *env) authorize(srv config.Server) {
 	e.m.SetServers([]config.Server{srv})
 	admin := httptest.NewServer(e.m.Handler())
 	defer admin.Close()
-	resp, err := http.Get(admin.URL + "/oauth/start?server=" + srv.Name)
+	resp, err := browser().Get(admin.URL + "/oauth/start?server=" + srv.Name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -117,6 +118,12 @@ func (e *env) authorize(srv config.Server) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "is authorized") {
 		e.t.Fatalf("authorize %s: %s %s", srv.Name, resp.Status, body)
 	}
+}
+
+// browser is an HTTP client with its own cookie jar, as a browser.
+func browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar}
 }
 
 func (e *env) token(m *oauth.Manager, srv config.Server) string {
@@ -472,15 +479,21 @@ func TestInvalidGrantNeedsReauth(t *testing.T) {
 	})
 }
 
-func TestSettingsChangeDeletesToken(t *testing.T) {
+// TestSettingsChangeKeptOrDeleted: a token granted for other settings is
+// refused with ErrSettingsChanged and reported as settings_changed, with
+// the changed setting named, while the row stays (status, test-connection
+// and other read-only users); only a Manager set to delete changed tokens
+// (`mailworker run`) deletes it, logging the setting's name, not its value.
+func TestSettingsChangeKeptOrDeleted(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(*config.Server)
+		value  string // the new value, which must not be logged
 	}{
-		{"client_id", func(s *config.Server) { s.Auth.OAuth.ClientID = "another-client" }},
-		{"scopes", func(s *config.Server) { s.Auth.OAuth.Scopes = []string{"mail", "offline"} }},
-		{"username", func(s *config.Server) { s.Username = "someone-else@example.test" }},
-		{"token_url", func(s *config.Server) { s.Auth.OAuth.TokenURL += "?v=2" }},
+		{"client_id", func(s *config.Server) { s.Auth.OAuth.ClientID = "another-client" }, "another-client"},
+		{"scopes", func(s *config.Server) { s.Auth.OAuth.Scopes = []string{"mail", "offline"} }, "offline"},
+		{"username", func(s *config.Server) { s.Username = "someone-else@example.test" }, "someone-else"},
+		{"token_url", func(s *config.Server) { s.Auth.OAuth.TokenURL += "?v=2" }, "?v=2"},
 	}
 	storagetest.ForEachDriver(t, func(t *testing.T, db *sqlx.DB) {
 		for _, tc := range tests {
@@ -490,16 +503,36 @@ func TestSettingsChangeDeletesToken(t *testing.T) {
 				e.authorize(srv)
 				e.token(e.m, srv)
 				tc.change(&srv)
-				_, err := e.m.Credentials(srv).AccessToken(context.Background(), false)
-				if !errors.Is(err, oauth.ErrNoToken) {
-					t.Fatalf("after changing %s: AccessToken = %v, want ErrNoToken", tc.name, err)
+				rows := func() int {
+					var n int
+					if err := db.Get(&n, db.Rebind(`SELECT COUNT(*) FROM oauth_tokens WHERE server = ?`), srv.Name); err != nil {
+						t.Fatal(err)
+					}
+					return n
 				}
-				var n int
-				if err := db.Get(&n, db.Rebind(`SELECT COUNT(*) FROM oauth_tokens WHERE server = ?`), srv.Name); err != nil || n != 0 {
-					t.Fatalf("token row not deleted: %d, %v", n, err)
+
+				st := e.status(srv)
+				if st.State != oauth.StateSettingsChanged || len(st.Changed) != 1 || st.Changed[0] != tc.name ||
+					!strings.Contains(st.LastError, "re-authorize") || rows() != 1 {
+					t.Fatalf("status after changing %s = %+v, %d rows; want settings_changed naming it, row kept", tc.name, st, rows())
+				}
+				_, err := e.m.Credentials(srv).AccessToken(context.Background(), false)
+				if !errors.Is(err, oauth.ErrSettingsChanged) || !errors.Is(err, oauth.ErrNeedsReauth) || rows() != 1 {
+					t.Fatalf("AccessToken without deletion = %v, %d rows; want ErrSettingsChanged, row kept", err, rows())
+				}
+
+				run := e.manager()
+				run.SetDeleteChangedTokens(true)
+				_, err = run.Credentials(srv).AccessToken(context.Background(), false)
+				if !errors.Is(err, oauth.ErrNoToken) || rows() != 0 {
+					t.Fatalf("AccessToken in run = %v, %d rows; want ErrNoToken, row deleted", err, rows())
+				}
+				logs := e.logs.String()
+				if !strings.Contains(logs, `"changed":"`+tc.name+`"`) || strings.Contains(logs, tc.value) {
+					t.Errorf("deletion log must name %s and not its value:\n%s", tc.name, logs)
 				}
 				if st := e.status(srv); st.State != oauth.StateMissing {
-					t.Fatalf("status = %+v", st)
+					t.Fatalf("status after deletion = %+v", st)
 				}
 			})
 		}
@@ -588,8 +621,8 @@ func TestCallbackErrorAndUnreachableProvider(t *testing.T) {
 	srv.Auth.OAuth.TokenURL = deadURL + "/token"
 	// The token URL is part of the fingerprint: use a fresh authorization.
 	_, err = e.m.Credentials(srv).AccessToken(context.Background(), false)
-	if !errors.Is(err, oauth.ErrNoToken) {
-		t.Fatalf("AccessToken after token_url change = %v, want ErrNoToken", err)
+	if !errors.Is(err, oauth.ErrSettingsChanged) {
+		t.Fatalf("AccessToken after token_url change = %v, want ErrSettingsChanged", err)
 	}
 	at, rt := e.idp.IssueGrant("x@example.test")
 	if err := e.m.SetToken(context.Background(), srv, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: e.clock.Now().Add(-time.Minute)}); err != nil {

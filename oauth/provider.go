@@ -65,16 +65,89 @@ type Settings struct {
 	authStyle    oauth2.AuthStyle
 }
 
-// Fingerprint identifies the settings a token was obtained with. A token
-// whose stored fingerprint differs is deleted.
+// Fingerprint identifies the settings a token was obtained with: a token
+// stored under another fingerprint was granted for other settings. `run`
+// deletes such a token (see SetDeleteChangedTokens); status commands only
+// report it.
 func (s Settings) Fingerprint() string {
-	scopes := slices.Clone(s.Scopes)
-	slices.Sort(scopes)
 	h := sha256.New()
-	for _, f := range []string{s.Provider, s.Tenant, s.ClientID, s.TokenURL, strings.Join(scopes, " "), strings.ToLower(s.Subject)} {
-		fmt.Fprintf(h, "%d:%s\n", len(f), f)
+	for _, f := range s.boundFields() {
+		fmt.Fprintf(h, "%d:%s\n", len(f.value), f.value)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+type boundField struct{ name, value string }
+
+// boundFields are the settings a grant is bound to, in fingerprint order.
+func (s Settings) boundFields() []boundField {
+	scopes := slices.Clone(s.Scopes)
+	slices.Sort(scopes)
+	return []boundField{
+		{"provider", s.Provider}, {"tenant", s.Tenant}, {"client_id", s.ClientID}, {"token_url", s.TokenURL},
+		{"scopes", strings.Join(scopes, " ")}, {"username", strings.ToLower(s.Subject)},
+	}
+}
+
+// fingerprintRecord is what is stored with a token: the Fingerprint, then
+// a short hash per bound setting, so that a change can be named (never
+// shown: the values) without storing the settings.
+func (s Settings) fingerprintRecord() string {
+	var b strings.Builder
+	b.WriteString(s.Fingerprint())
+	for i, f := range s.boundFields() {
+		if i == 0 {
+			b.WriteByte(';')
+		} else {
+			b.WriteByte(',')
+		}
+		b.WriteString(f.name + "=" + fieldHash(f))
+	}
+	return b.String()
+}
+
+func fieldHash(f boundField) string {
+	sum := sha256.Sum256([]byte(f.name + "\x00" + f.value))
+	return hex.EncodeToString(sum[:6])
+}
+
+// sameSettings reports whether a stored fingerprint record (or a bare
+// fingerprint written by an older version) matches s.
+func (s Settings) sameSettings(stored string) bool {
+	fp, _, _ := strings.Cut(stored, ";")
+	return fp == s.Fingerprint()
+}
+
+// changedSettings names the bound settings that differ between a stored
+// fingerprint record and s; nil when the record does not say (written by
+// an older version).
+func (s Settings) changedSettings(stored string) []string {
+	_, fields, ok := strings.Cut(stored, ";")
+	if !ok {
+		return nil
+	}
+	old := map[string]string{}
+	for _, kv := range strings.Split(fields, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			old[k] = v
+		}
+	}
+	var out []string
+	for _, f := range s.boundFields() {
+		if old[f.name] != fieldHash(f) {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// describeChange is "client_id, scopes", or "unknown: stored by an older
+// version" when the record does not name them.
+func describeChange(changed []string) string {
+	if len(changed) == 0 {
+		return "which one is not recorded"
+	}
+	return strings.Join(changed, ", ")
 }
 
 // delegated reports whether the flow acts for a user (and has a refresh

@@ -97,7 +97,7 @@ func (m *Manager) saveToken(ctx context.Context, s Settings, tok *oauth2.Token, 
 		ON CONFLICT (server) DO UPDATE SET fingerprint = excluded.fingerprint, ciphertext = excluded.ciphertext,
 			expiry = excluded.expiry, refreshed_at = COALESCE(excluded.refreshed_at, oauth_tokens.refreshed_at),
 			status = excluded.status, last_error = '', updated_at = excluded.updated_at`),
-		s.Server, s.Fingerprint(), ct, nullTime(tok.Expiry), refreshedAt, statusValid, now)
+		s.Server, s.fingerprintRecord(), ct, nullTime(tok.Expiry), refreshedAt, statusValid, now)
 	if err != nil {
 		return fmt.Errorf("oauth: store token of %s: %w", s.Server, err)
 	}

@@ -27,7 +27,8 @@ type ServerStatus struct {
 type TokenStatus struct {
 	Provider    string     `json:"provider"`
 	Flow        string     `json:"flow"`
-	State       string     `json:"state"` // valid | expired | needs_reauth | missing | on_demand
+	State       string     `json:"state"`             // valid | expired | needs_reauth | settings_changed | missing | on_demand
+	Changed     []string   `json:"changed,omitempty"` // settings_changed: names of the changed settings
 	Expiry      *time.Time `json:"expiry,omitempty"`
 	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
@@ -39,7 +40,8 @@ func (w *Worker) Status(ctx context.Context) ([]ServerStatus, error) {
 }
 
 // ReadStatus reports the same as Worker.Status from the database alone, for
-// `mailworker status` run beside a running worker.
+// `mailworker status` run beside a running worker. Like Worker.Status it
+// only reads: a token whose settings changed is reported, never deleted.
 func ReadStatus(ctx context.Context, cfg *config.Config, getenv func(string) string) ([]ServerStatus, error) {
 	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir)
 	if err != nil {
@@ -84,7 +86,7 @@ func status(ctx context.Context, cfg *config.Config, pipe *pipeline.Pipeline, to
 			return nil, err
 		}
 		for _, s := range sts {
-			ts := &TokenStatus{Provider: s.Provider, Flow: s.Flow, State: s.State, LastError: s.LastError}
+			ts := &TokenStatus{Provider: s.Provider, Flow: s.Flow, State: s.State, Changed: s.Changed, LastError: s.LastError}
 			if !s.Expiry.IsZero() {
 				e := s.Expiry
 				ts.Expiry = &e

@@ -55,6 +55,10 @@ type Options struct {
 	EmbeddedListen string
 	// HTTPClient is used for OAuth token endpoints; nil is a default client.
 	HTTPClient *http.Client
+	// DeleteChangedTokens is set by `mailworker run` only: a stored OAuth
+	// token whose settings changed is deleted (after a log line naming the
+	// server and the changed settings) instead of only being refused.
+	DeleteChangedTokens bool
 }
 
 // Worker is the running service. Its methods are safe for concurrent use.
@@ -142,6 +146,7 @@ func Open(ctx context.Context, o Options) (_ *Worker, err error) {
 		w.tokens.SetGetenv(o.Getenv)
 	}
 	w.tokens.SetServers(cfg.Servers)
+	w.tokens.SetDeleteChangedTokens(o.DeleteChangedTokens)
 	w.cps = fetcher.NewCheckpoints(w.db)
 	w.sched = scheduler.New(scheduler.RunnerFunc(w.runServer), w.logger)
 	return w, nil

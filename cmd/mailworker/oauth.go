@@ -372,10 +372,14 @@ func oauthStatus(ctx context.Context, env *cliEnv, m *oauth.Manager, srvs []conf
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVER\tPROVIDER\tFLOW\tSTATE\tEXPIRY\tLAST REFRESH\tREFRESH TOKEN\tLAST ERROR")
 	for _, s := range sts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Server, s.Provider, s.Flow, s.State,
+		state := s.State
+		if state == oauth.StateSettingsChanged {
+			state += ": re-authorize"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Server, s.Provider, s.Flow, state,
 			fmtTime(s.Expiry), fmtTime(s.LastRefresh), yesNo(s.RefreshToken), s.LastError)
 		switch s.State {
-		case oauth.StateMissing, oauth.StateNeedsReauth, oauth.StateExpired:
+		case oauth.StateMissing, oauth.StateNeedsReauth, oauth.StateExpired, oauth.StateSettingsChanged:
 			attention = true
 		}
 	}

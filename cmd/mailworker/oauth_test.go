@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailworker/mailworker/config"
+	"github.com/mailworker/mailworker/oauth"
 	"github.com/mailworker/mailworker/oauth/oauthtest"
+	"github.com/mailworker/mailworker/storage"
+	"github.com/mailworker/mailworker/worker"
 )
 
 // oauthCLI is a config file with one server per flow against an oauthtest
@@ -236,5 +242,86 @@ func TestOAuthCLISetTokenStatusRevoke(t *testing.T) {
 	}
 	if _, code := c.run(strings.NewReader(""), nil, "authorize"); code != 2 {
 		t.Fatalf("authorize without --server: exit %d, want 2", code)
+	}
+}
+
+// TestStatusKeepsTokenWhenSettingsChange: `mailworker status` and
+// `mailworker oauth status` run with a changed client_id report the stored
+// token as settings_changed (naming client_id) and leave its row in place;
+// only `oauth revoke` deletes it.
+func TestStatusKeepsTokenWhenSettingsChange(t *testing.T) {
+	c := newOAuthCLI(t)
+	at, rt := c.idp.IssueGrant("manual@example.test")
+	js := fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"expiry":%q}`, at, rt, time.Now().Add(time.Hour).Format(time.RFC3339))
+	if _, code := c.run(strings.NewReader(js), nil, "set-token", "--server", "paste"); code != 0 {
+		t.Fatalf("set-token exit %d", code)
+	}
+	orig, err := os.ReadFile(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.ReplaceAll(string(orig), "client_id: "+c.idp.ClientID, "client_id: another-client")
+	if changed == string(orig) {
+		t.Fatal("client_id not found in the test config")
+	}
+	if err := os.WriteFile(c.cfg, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := func() int {
+		t.Helper()
+		db, err := storage.Open(context.Background(), cfg.Database, cfg.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n int
+		if err := db.Get(&n, `SELECT COUNT(*) FROM oauth_tokens WHERE server = 'paste'`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	env := map[string]string{"MAILWORKER_SECRET_KEY": c.key}
+
+	code, out, errOut := cli(t, env, "status", "--json", "--config", c.cfg)
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	var sts []worker.ServerStatus
+	if err := json.Unmarshal([]byte(out), &sts); err != nil {
+		t.Fatal(err)
+	}
+	var paste *worker.TokenStatus
+	for _, s := range sts {
+		if s.Server == "paste" {
+			paste = s.Token
+		}
+	}
+	if paste == nil || paste.State != oauth.StateSettingsChanged || len(paste.Changed) != 1 || paste.Changed[0] != "client_id" {
+		t.Fatalf("status of paste = %+v; want settings_changed naming client_id\n%s", paste, out)
+	}
+	if n := rows(); n != 1 {
+		t.Fatalf("status deleted the token: %d rows", n)
+	}
+	code, out, _ = cli(t, env, "status", "--config", c.cfg)
+	if code != 0 || !strings.Contains(out, "settings_changed: re-authorize") {
+		t.Fatalf("status table: exit %d\n%s", code, out)
+	}
+
+	out, code = c.run(strings.NewReader(""), nil, "status", "--server", "paste")
+	if code != 1 || !strings.Contains(out, "settings_changed: re-authorize") || rows() != 1 {
+		t.Fatalf("oauth status: exit %d, %d rows\n%s", code, rows(), out)
+	}
+	if strings.Contains(out, "another-client") {
+		t.Fatalf("oauth status shows the setting's value:\n%s", out)
+	}
+	// The provider refuses the revocation (another client_id now), but
+	// the local token is deleted all the same.
+	c.run(strings.NewReader(""), nil, "revoke", "--server", "paste")
+	if n := rows(); n != 0 {
+		t.Fatalf("revoke left %d rows", n)
 	}
 }

@@ -46,7 +46,8 @@ func cmdRun(env *cliEnv, args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	w, err := worker.Open(ctx, worker.Options{Config: cfg, Logs: logs, Getenv: env.getenv, EmbeddedListen: embeddedListen(cfg)})
+	w, err := worker.Open(ctx, worker.Options{Config: cfg, Logs: logs, Getenv: env.getenv, EmbeddedListen: embeddedListen(cfg),
+		DeleteChangedTokens: true})
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailworker/mailworker/oauth"
 	"github.com/mailworker/mailworker/worker"
 )
 
@@ -70,6 +71,9 @@ func printStatus(out io.Writer, sts []worker.ServerStatus, now time.Time) {
 		token := "-"
 		if t := s.Token; t != nil {
 			token = t.State
+			if t.State == oauth.StateSettingsChanged {
+				token += ": re-authorize"
+			}
 			if t.Expiry != nil && t.State == "valid" {
 				token += " until " + t.Expiry.Local().Format("15:04")
 			}
