@@ -3,6 +3,9 @@ package oauth
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,47 +19,104 @@ import (
 	"github.com/mailworker/mailworker/config"
 )
 
-// AuthCodeURL starts an authorization code (or PKCE) authorization of srv:
-// it stores a random single-use state (and, for PKCE, the sealed S256
-// verifier) valid for StateTTL, and returns the provider URL the
-// administrator opens. redirectURL is where the provider sends the browser
-// back; it must be registered with the provider.
-func (m *Manager) AuthCodeURL(ctx context.Context, srv config.Server, redirectURL string) (authURL, state string, err error) {
+// Authorization is an authorization code flow in progress.
+type Authorization struct {
+	// URL is the provider's consent page the administrator opens.
+	URL string
+	// State is the single-use state sent to the provider.
+	State string
+	// Binding ties the flow to whoever started it: the browser keeps it in
+	// the cookie SetBindingCookie sets (HttpOnly, SameSite=Lax, StateTTL);
+	// the CLI keeps it in memory for a pasted response. Exchange refuses
+	// the state without it.
+	Binding string
+}
+
+// StartAuthorization starts an authorization code flow of srv (flows
+// authorization_code and pkce): it stores a random single-use state valid
+// for StateTTL together with the sealed PKCE verifier and a hash of a
+// random binding value. PKCE (S256) is used for every flow, with or
+// without a client secret (RFC 9700 section 2.1.1; Google and Microsoft
+// accept both together). redirectURL is where the provider sends the
+// browser back; it must be registered with the provider.
+func (m *Manager) StartAuthorization(ctx context.Context, srv config.Server, redirectURL string) (*Authorization, error) {
 	s, err := m.Resolve(srv)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if s.Flow != config.FlowAuthorizationCode && s.Flow != config.FlowPKCE {
-		return "", "", fmt.Errorf("oauth authorize %s: flow %s has no browser authorization", s.Server, s.Flow)
+		return nil, fmt.Errorf("oauth authorize %s: flow %s has no browser authorization", s.Server, s.Flow)
 	}
-	state = rand.Text()
-	var verifier string
-	opts := []oauth2.AuthCodeOption{}
-	if s.Flow == config.FlowPKCE {
-		verifier = oauth2.GenerateVerifier()
-		opts = append(opts, oauth2.S256ChallengeOption(verifier))
-	}
+	a := &Authorization{State: rand.Text(), Binding: rand.Text()}
+	verifier := oauth2.GenerateVerifier()
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
 	if s.forceConsent {
 		opts = append(opts, oauth2.AccessTypeOffline, oauth2.ApprovalForce)
 	}
 	if s.Subject != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("login_hint", s.Subject))
 	}
-	if err := m.putState(ctx, state, s.Server, verifier, redirectURL); err != nil {
-		return "", "", err
+	if err := m.putState(ctx, a.State, s.Server, pending{Verifier: verifier, Binding: bindingHash(a.Binding)}, redirectURL); err != nil {
+		return nil, err
 	}
-	return s.oauth2Config(redirectURL).AuthCodeURL(state, opts...), state, nil
+	a.URL = s.oauth2Config(redirectURL).AuthCodeURL(a.State, opts...)
+	return a, nil
 }
 
-// Exchange completes an authorization: it checks and consumes state (single
-// use, not expired), exchanges code at the token endpoint (with the PKCE
-// verifier when the flow is pkce) and stores the token. When the response
+// ErrBinding means an authorization response carried a valid state but
+// came from a browser (or process) other than the one that started the
+// flow: its binding cookie is missing or different. Nothing is stored.
+// It wraps ErrState.
+var ErrBinding = fmt.Errorf("%w: the authorization was started in another browser, or its cookie expired; nothing was stored, start again", ErrState)
+
+func bindingHash(b string) string {
+	sum := sha256.Sum256([]byte("mailworker oauth binding\x00" + b))
+	return hex.EncodeToString(sum[:])
+}
+
+// BindingCookieName is the cookie holding the binding of state. Each flow
+// has its own, so two authorizations in one browser do not clash.
+func BindingCookieName(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return "mailworker_oauth_" + hex.EncodeToString(sum[:8])
+}
+
+// SetBindingCookie sets the cookie that binds a to the browser: HttpOnly,
+// SameSite=Lax (sent on the provider's top-level redirect back), valid for
+// StateTTL, Secure when secure is set (HTTPS).
+func SetBindingCookie(w http.ResponseWriter, a *Authorization, secure bool) {
+	http.SetCookie(w, &http.Cookie{
+		Name: BindingCookieName(a.State), Value: a.Binding, Path: "/",
+		MaxAge: int(StateTTL / time.Second), HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// BindingFromRequest returns the binding cookie r carries for the state in
+// its query, and a function that clears it on w.
+func BindingFromRequest(r *http.Request) (binding string, clear func(http.ResponseWriter)) {
+	name := BindingCookieName(r.URL.Query().Get("state"))
+	clear = func(w http.ResponseWriter) {
+		http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
+	if c, err := r.Cookie(name); err == nil {
+		return c.Value, clear
+	}
+	return "", clear
+}
+
+// Exchange completes an authorization: it checks and consumes state
+// (single use, not expired), checks that binding is the one issued with
+// it (else ErrBinding, and nothing is stored), exchanges code at the token
+// endpoint with the PKCE verifier and stores the token. When the response
 // has no refresh token (Google after the first consent) the stored one is
 // kept. It returns the server the state was issued for.
-func (m *Manager) Exchange(ctx context.Context, state, code string) (string, error) {
-	row, verifier, err := m.takeState(ctx, state)
+func (m *Manager) Exchange(ctx context.Context, state, binding, code string) (string, error) {
+	row, p, err := m.takeState(ctx, state)
 	if err != nil {
 		return "", err
+	}
+	if p.Binding == "" || subtle.ConstantTimeCompare([]byte(p.Binding), []byte(bindingHash(binding))) != 1 {
+		return row.Server, ErrBinding
 	}
 	srv, ok := m.server(row.Server)
 	if !ok {
@@ -73,14 +133,14 @@ func (m *Manager) Exchange(ctx context.Context, state, code string) (string, err
 	defer st.release()
 
 	var opts []oauth2.AuthCodeOption
-	if verifier != "" {
-		opts = append(opts, oauth2.VerifierOption(verifier))
+	if p.Verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(p.Verifier))
 	}
 	dctx, cancel := detach(ctx)
 	defer cancel()
 	tok, err := s.oauth2Config(row.RedirectURL).Exchange(m.httpCtx(dctx), code, opts...)
 	if err != nil {
-		return s.Server, classify("exchange code", s.Server, s.TokenURL, err, code, verifier, s.ClientSecret.Reveal())
+		return s.Server, classify("exchange code", s.Server, s.TokenURL, err, code, p.Verifier, s.ClientSecret.Reveal())
 	}
 	m.stampExpiry(tok)
 	if err := m.store(dctx, s, st, tok); err != nil {
@@ -342,17 +402,23 @@ func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect := adminRedirect(srv.Auth.OAuth.RedirectURL, r)
-	u, _, err := m.AuthCodeURL(r.Context(), srv, redirect)
+	a, err := m.StartAuthorization(r.Context(), srv, redirect)
 	if err != nil {
 		m.log.Warn("oauth start failed", "account", name, "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	http.Redirect(w, r, u, http.StatusFound)
+	SetBindingCookie(w, a, r.TLS != nil)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, a.URL, http.StatusFound)
 }
 
 func (m *Manager) handleCallback(w http.ResponseWriter, r *http.Request) {
-	server, err := m.Callback(r.Context(), r.URL.Query())
+	binding, clear := BindingFromRequest(r)
+	clear(w)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	server, err := m.Callback(r.Context(), r.URL.Query(), binding)
 	if err != nil {
 		m.log.Warn("oauth callback failed", "account", server, "err", err)
 		code := http.StatusBadGateway
@@ -400,9 +466,10 @@ func isLoopbackHost(h string) bool {
 var errDenied = errors.New("oauth: authorization denied")
 
 // Callback completes an authorization from the redirect's query parameters
-// (code and state, or error per RFC 6749 section 4.1.2.1). It returns the
-// server name when the state was known.
-func (m *Manager) Callback(ctx context.Context, q url.Values) (string, error) {
+// (code and state, or error per RFC 6749 section 4.1.2.1) and the binding
+// the caller holds for it (the browser's cookie, see BindingFromRequest).
+// It returns the server name when the state was known.
+func (m *Manager) Callback(ctx context.Context, q url.Values, binding string) (string, error) {
 	if e := q.Get("error"); e != "" {
 		if st := q.Get("state"); st != "" {
 			if row, _, err := m.takeState(ctx, st); err == nil {
@@ -415,5 +482,5 @@ func (m *Manager) Callback(ctx context.Context, q url.Values) (string, error) {
 	if state == "" || code == "" {
 		return "", fmt.Errorf("%w: code and state are required", ErrState)
 	}
-	return m.Exchange(ctx, state, code)
+	return m.Exchange(ctx, state, binding, code)
 }

@@ -105,7 +105,7 @@ func (m *Manager) SetDeleteChangedTokens(on bool) { m.deleteChanged = on }
 
 // SetServers tells the Manager the configured servers, so that Handler can
 // start an authorization by server name. Servers passed to Resolve,
-// Credentials, Status or AuthCodeURL are remembered as well.
+// Credentials, Status or StartAuthorization are remembered as well.
 func (m *Manager) SetServers(srvs []config.Server) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -239,25 +239,11 @@ func TestStateIsSingleUseAndChecked(t *testing.T) {
 	e.m.SetServers([]config.Server{srv})
 	admin := httptest.NewServer(e.m.Handler())
 	defer admin.Close()
-	// Stop at the callback so it can be replayed.
-	var callback string
-	c := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if req.URL.Path == "/oauth/callback" {
-			callback = req.URL.String()
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}}
-	resp, err := c.Get(admin.URL + "/oauth/start?server=a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if callback == "" {
-		t.Fatal("no redirect to the callback")
-	}
+	// Stop at the callback so it can be replayed (by the same browser,
+	// which holds the binding cookie).
+	c, callback := browserToCallback(t, admin.URL, "a")
 	get := func(u string) int {
-		resp, err := http.Get(u)
+		resp, err := c.Get(u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,13 +265,137 @@ func TestStateIsSingleUseAndChecked(t *testing.T) {
 	}
 
 	// An expired state is refused.
-	_, state, err := e.m.AuthCodeURL(context.Background(), srv, "http://127.0.0.1/cb")
+	a, err := e.m.StartAuthorization(context.Background(), srv, "http://127.0.0.1/cb")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(oauth.StateTTL + time.Second)
-	if _, err := e.m.Exchange(context.Background(), state, "code"); !errors.Is(err, oauth.ErrState) {
+	if _, err := e.m.Exchange(context.Background(), a.State, a.Binding, "code"); !errors.Is(err, oauth.ErrState) {
 		t.Fatalf("expired state: Exchange = %v, want ErrState", err)
+	}
+}
+
+// browserToCallback starts an authorization of server at the admin
+// handler in a new browser (own cookie jar) and stops at the provider's
+// redirect to the callback, returning the browser and the callback URL.
+func browserToCallback(t *testing.T, admin, server string) (*http.Client, string) {
+	t.Helper()
+	var callback string
+	c := browser()
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Path == "/oauth/callback" {
+			callback = req.URL.String()
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := c.Get(admin + "/oauth/start?server=" + server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if callback == "" {
+		t.Fatal("no redirect to the callback")
+	}
+	return c, callback
+}
+
+// TestLoginCSRFRefused: a state obtained by one browser and completed from
+// another (the attacker's consent, the victim's browser) is refused with a
+// clear page, the code never reaches the token endpoint and nothing is
+// stored; likewise without any cookie, and through the Go API with a wrong
+// binding. The binding cookie is HttpOnly, SameSite=Lax and short-lived.
+func TestLoginCSRFRefused(t *testing.T) {
+	storagetest.ForEachDriver(t, func(t *testing.T, db *sqlx.DB) {
+		e := newEnv(t, db, oauthtest.Options{})
+		srv := e.server("csrf", config.FlowAuthorizationCode, "victim@example.test")
+		e.m.SetServers([]config.Server{srv})
+		admin := httptest.NewServer(e.m.Handler())
+		defer admin.Close()
+
+		// The binding cookie's attributes.
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Get(admin.URL + "/oauth/start?server=csrf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		cs := resp.Cookies()
+		if len(cs) != 1 || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteLaxMode || cs[0].MaxAge <= 0 || cs[0].MaxAge > int(oauth.StateTTL/time.Second) {
+			t.Fatalf("binding cookie = %+v", cs)
+		}
+
+		rows := func() int {
+			var n int
+			if err := db.Get(&n, db.Rebind(`SELECT COUNT(*) FROM oauth_tokens WHERE server = ?`), srv.Name); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		// The victim's browser has its own flow in progress (its own cookie).
+		victim, _ := browserToCallback(t, admin.URL, "csrf")
+		_, attackerCallback := browserToCallback(t, admin.URL, "csrf")
+		_, noCookieCallback := browserToCallback(t, admin.URL, "csrf")
+		for _, c := range []struct {
+			name   string
+			client *http.Client
+			url    string
+		}{
+			{"another browser's cookie", victim, attackerCallback},
+			{"no cookie", http.DefaultClient, noCookieCallback},
+		} {
+			resp, err := c.client.Get(c.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "started in another browser") {
+				t.Errorf("%s: callback = %s %s; want 400 naming the other browser", c.name, resp.Status, body)
+			}
+		}
+		if n := e.idp.Counts().AuthorizationCode; n != 0 || rows() != 0 {
+			t.Fatalf("after refused callbacks: %d code exchanges, %d token rows; want none", n, rows())
+		}
+		if st := e.status(srv); st.State != oauth.StateMissing {
+			t.Fatalf("status = %+v", st)
+		}
+
+		a, err := e.m.StartAuthorization(context.Background(), srv, "http://127.0.0.1/cb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.m.Exchange(context.Background(), a.State, "another-binding", "code"); !errors.Is(err, oauth.ErrBinding) || !errors.Is(err, oauth.ErrState) {
+			t.Fatalf("Exchange with a wrong binding = %v; want ErrBinding", err)
+		}
+		if e.idp.Counts().AuthorizationCode != 0 || rows() != 0 {
+			t.Fatal("a wrong binding reached the token endpoint or stored a token")
+		}
+	})
+}
+
+// TestPKCEInEveryFlow: both authorization code flows, with and without a
+// client secret, send an S256 code_challenge that the provider verifies
+// against the code_verifier at the exchange.
+func TestPKCEInEveryFlow(t *testing.T) {
+	db := storagetest.Open(t, "sqlite")
+	for _, flow := range []string{config.FlowAuthorizationCode, config.FlowPKCE} {
+		t.Run(flow, func(t *testing.T) {
+			e := newEnv(t, db, oauthtest.Options{RequirePKCE: true})
+			srv := e.server("pkce-"+strings.ReplaceAll(flow, "_", "-"), flow, "p@example.test")
+			a, err := e.m.StartAuthorization(context.Background(), srv, "http://127.0.0.1/cb")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(a.URL, "code_challenge_method=S256") || !strings.Contains(a.URL, "code_challenge=") {
+				t.Fatalf("authorization URL without an S256 challenge: %s", a.URL)
+			}
+			e.authorize(srv)
+			e.token(e.m, srv)
+			if c := e.idp.Counts(); c.PKCEVerified != 1 || c.AuthorizationCode != 1 {
+				t.Fatalf("counts = %+v; want one exchange, PKCE verified", c)
+			}
+		})
 	}
 }
 
@@ -591,13 +701,13 @@ func TestCallbackErrorAndUnreachableProvider(t *testing.T) {
 	e := newEnv(t, db, oauthtest.Options{})
 	srv := e.server("err", config.FlowAuthorizationCode, "x@example.test")
 	e.m.SetServers([]config.Server{srv})
-	_, state, err := e.m.AuthCodeURL(context.Background(), srv, "http://127.0.0.1/cb")
+	a, err := e.m.StartAuthorization(context.Background(), srv, "http://127.0.0.1/cb")
 	if err != nil {
 		t.Fatal(err)
 	}
 	admin := httptest.NewServer(e.m.Handler())
 	defer admin.Close()
-	resp, err := http.Get(admin.URL + "/oauth/callback?error=access_denied&state=" + state)
+	resp, err := http.Get(admin.URL + "/oauth/callback?error=access_denied&state=" + a.State)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,16 +139,22 @@ type stateRow struct {
 	ExpiresAt   time.Time `db:"expires_at"`
 }
 
-// putState stores a pending authorization; verifier may be empty.
-func (m *Manager) putState(ctx context.Context, state, server, verifier, redirectURL string) error {
-	var sealed []byte
-	if verifier != "" {
-		var err error
-		if sealed, err = m.box.Seal([]byte(verifier), stateAD(state)); err != nil {
-			return fmt.Errorf("oauth: seal verifier for %s: %w", server, err)
-		}
-	} else {
-		sealed = []byte{}
+// pending is what is sealed with a state: the PKCE verifier and the hash
+// of the binding value.
+type pending struct {
+	Verifier string `json:"verifier"`
+	Binding  string `json:"binding"`
+}
+
+// putState stores a pending authorization.
+func (m *Manager) putState(ctx context.Context, state, server string, p pending, redirectURL string) error {
+	pt, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("oauth: encode state for %s: %w", server, err)
+	}
+	sealed, err := m.box.Seal(pt, stateAD(state))
+	if err != nil {
+		return fmt.Errorf("oauth: seal verifier for %s: %w", server, err)
 	}
 	now := m.now().UTC()
 	// Drop expired states so abandoned authorizations do not pile up.
@@ -167,7 +173,7 @@ func (m *Manager) putState(ctx context.Context, state, server, verifier, redirec
 			}
 		}
 	}
-	_, err := m.db.ExecContext(ctx, m.db.Rebind(`INSERT INTO oauth_states (state, server, verifier, redirect_url, created_at, expires_at)
+	_, err = m.db.ExecContext(ctx, m.db.Rebind(`INSERT INTO oauth_states (state, server, verifier, redirect_url, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?, ?)`), state, server, sealed, redirectURL, now, now.Add(StateTTL))
 	if err != nil {
 		return fmt.Errorf("oauth: store state for %s: %w", server, err)
@@ -176,26 +182,30 @@ func (m *Manager) putState(ctx context.Context, state, server, verifier, redirec
 }
 
 // takeState deletes and returns a pending authorization: a state works
-// once. It returns ErrState when the state is unknown or expired.
-func (m *Manager) takeState(ctx context.Context, state string) (*stateRow, string, error) {
+// once. It returns ErrState when the state is unknown or expired. A state
+// stored by an older version (a bare verifier, no binding) comes back with
+// an empty binding, which Exchange refuses.
+func (m *Manager) takeState(ctx context.Context, state string) (*stateRow, pending, error) {
 	var r stateRow
 	err := m.db.GetContext(ctx, &r, m.db.Rebind(`DELETE FROM oauth_states WHERE state = ? RETURNING server, verifier, redirect_url, expires_at`), state)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", ErrState
+		return nil, pending{}, ErrState
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("oauth: take state: %w", err)
+		return nil, pending{}, fmt.Errorf("oauth: take state: %w", err)
 	}
 	if m.now().After(r.ExpiresAt) {
-		return nil, "", fmt.Errorf("%w (expired)", ErrState)
+		return nil, pending{}, fmt.Errorf("%w (expired)", ErrState)
 	}
-	var verifier string
+	var p pending
 	if len(r.Verifier) > 0 {
-		v, err := m.box.Open(r.Verifier, stateAD(state))
+		pt, err := m.box.Open(r.Verifier, stateAD(state))
 		if err != nil {
-			return nil, "", fmt.Errorf("oauth: open verifier for %s: %w", r.Server, err)
+			return nil, pending{}, fmt.Errorf("oauth: open verifier for %s: %w", r.Server, err)
 		}
-		verifier = string(v)
+		if err := json.Unmarshal(pt, &p); err != nil {
+			p = pending{Verifier: string(pt)}
+		}
 	}
-	return &r, verifier, nil
+	return &r, p, nil
 }

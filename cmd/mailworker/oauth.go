@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -187,7 +189,7 @@ func oauthAuthorize(ctx context.Context, env *cliEnv, m *oauth.Manager, srv conf
 	if redirect == "" {
 		redirect = oauth.DefaultRedirectURL
 	}
-	results := make(chan url.Values, 2)
+	results := make(chan authResponse, 2)
 	var ln net.Listener
 	if u, err := url.Parse(redirect); err == nil && u.Scheme == "http" && isLoopback(u.Hostname()) {
 		host := u.Hostname()
@@ -204,14 +206,38 @@ func oauthAuthorize(ctx context.Context, env *cliEnv, m *oauth.Manager, srv conf
 		if path == "" {
 			path = "/"
 		}
+		a, err := m.StartAuthorization(ctx, srv, redirect)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		// The browser starts at a local, unguessable, single-use page that
+		// sets the cookie binding the state to it, then goes on to the
+		// provider; the redirect back must carry that cookie.
+		startURL := *u
+		startURL.Path, startURL.RawQuery = "/mailworker-authorize/"+rand.Text(), ""
+		var opened atomic.Bool
 		done := make(chan error, 1)
 		hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != path {
+			switch r.URL.Path {
+			case startURL.Path:
+				if !opened.CompareAndSwap(false, true) {
+					http.Error(w, "mailworker: this authorization link was already opened; run `mailworker oauth authorize` again", http.StatusConflict)
+					return
+				}
+				oauth.SetBindingCookie(w, a, false)
+				w.Header().Set("Cache-Control", "no-store")
+				http.Redirect(w, r, a.URL, http.StatusFound)
+				return
+			case path:
+			default:
 				http.NotFound(w, r)
 				return
 			}
+			binding, clear := oauth.BindingFromRequest(r)
+			clear(w)
 			select {
-			case results <- r.URL.Query():
+			case results <- authResponse{q: r.URL.Query(), binding: binding}:
 			default:
 				http.Error(w, "already received an answer", http.StatusConflict)
 				return
@@ -235,18 +261,15 @@ func oauthAuthorize(ctx context.Context, env *cliEnv, m *oauth.Manager, srv conf
 			default:
 			}
 		}()
-		authURL, state, err := m.AuthCodeURL(ctx, srv, redirect)
+		printAuthURL(env.stdout, srv.Name, startURL.String())
+		fmt.Fprintf(env.stdout, "Waiting for the redirect to %s\n", redirect)
+		fmt.Fprintf(env.stdout, "If the browser runs on another machine, open this URL there instead, approve, and paste the\naddress the browser is sent back to (or the code) here and press Enter:\n\n%s\n\n", a.URL)
+		go readPasted(env.stdin, results, a.Binding)
+		resp, err := await(ctx, results, a.State)
 		if err != nil {
 			return err
 		}
-		printAuthURL(env.stdout, srv.Name, authURL)
-		fmt.Fprintf(env.stdout, "Waiting for the redirect to %s\n(or paste the code or the full redirect URL here and press Enter)\n", redirect)
-		go readPasted(env.stdin, results)
-		q, err := await(ctx, results, state)
-		if err != nil {
-			return err
-		}
-		_, err = m.Callback(ctx, q)
+		_, err = m.Callback(ctx, resp.q, resp.binding)
 		done <- err
 		if err != nil {
 			return err
@@ -255,22 +278,31 @@ func oauthAuthorize(ctx context.Context, env *cliEnv, m *oauth.Manager, srv conf
 		return nil
 	}
 
-	authURL, state, err := m.AuthCodeURL(ctx, srv, redirect)
+	// The redirect goes elsewhere: the administrator pastes it here, so
+	// this process, which holds the binding, is what the state is bound to.
+	a, err := m.StartAuthorization(ctx, srv, redirect)
 	if err != nil {
 		return err
 	}
-	printAuthURL(env.stdout, srv.Name, authURL)
+	printAuthURL(env.stdout, srv.Name, a.URL)
 	fmt.Fprintf(env.stdout, "After approving, the browser goes to %s.\nPaste the code or the full redirect URL here and press Enter:\n", redirect)
-	go readPasted(env.stdin, results)
-	q, err := await(ctx, results, state)
+	go readPasted(env.stdin, results, a.Binding)
+	resp, err := await(ctx, results, a.State)
 	if err != nil {
 		return err
 	}
-	if _, err := m.Callback(ctx, q); err != nil {
+	if _, err := m.Callback(ctx, resp.q, resp.binding); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "server %s: authorized; token stored\n", srv.Name)
 	return nil
+}
+
+// authResponse is an authorization response and the binding it came with
+// (the browser's cookie, or this process's own for a pasted one).
+type authResponse struct {
+	q       url.Values
+	binding string
 }
 
 func printAuthURL(w io.Writer, name, u string) {
@@ -287,7 +319,8 @@ func isLoopback(host string) bool {
 
 // readPasted reads one pasted line: a code, a query string or a full
 // redirect URL. EOF sends nothing (the loopback redirect may still come).
-func readPasted(r io.Reader, out chan<- url.Values) {
+// A pasted response is bound to this process: it carries binding.
+func readPasted(r io.Reader, out chan<- authResponse, binding string) {
 	// A read error (EOF, closed stdin) or an empty line: keep waiting
 	// for the redirect; ReadString returns what it read either way.
 	line, _ := bufio.NewReader(r).ReadString('\n')
@@ -307,22 +340,22 @@ func readPasted(r io.Reader, out chan<- url.Values) {
 		q.Set("code", line)
 	}
 	select {
-	case out <- q:
+	case out <- authResponse{q: q, binding: binding}:
 	default:
 	}
 }
 
 // await waits for the redirect's parameters; a pasted bare code gets the
 // state this run issued.
-func await(ctx context.Context, results <-chan url.Values, state string) (url.Values, error) {
+func await(ctx context.Context, results <-chan authResponse, state string) (authResponse, error) {
 	select {
-	case q := <-results:
-		if q.Get("state") == "" {
-			q.Set("state", state)
+	case r := <-results:
+		if r.q.Get("state") == "" {
+			r.q.Set("state", state)
 		}
-		return q, nil
+		return r, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for the authorization: %w", ctx.Err())
+		return authResponse{}, fmt.Errorf("waiting for the authorization: %w", ctx.Err())
 	}
 }
 

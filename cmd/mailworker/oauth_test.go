@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,21 +131,42 @@ func TestOAuthCLIAuthorizeLoopback(t *testing.T) {
 		_, code := c.run(pr, lines, "authorize", "--server", "loop", "--timeout", "1m")
 		done <- code
 	}()
-	var authURL string
+	// The local start page (sets the binding cookie), then the provider's
+	// URL for a browser on another machine.
+	var startURL, authURL string
 	for l := range lines {
+		if strings.HasPrefix(l, "http://127.0.0.1:") && strings.Contains(l, "/mailworker-authorize/") {
+			startURL = l
+		}
 		if strings.HasPrefix(l, c.idp.AuthURL()) {
 			authURL = l
 			break
 		}
 	}
-	if authURL == "" {
-		t.Fatal("authorize printed no URL")
+	if startURL == "" || authURL == "" {
+		t.Fatalf("authorize printed start %q, provider %q", startURL, authURL)
 	}
 	if !strings.Contains(authURL, "code_challenge_method=S256") {
 		t.Fatalf("pkce URL without S256 challenge: %s", authURL)
 	}
-	// The "browser": follows the provider's redirect to the loopback listener.
-	resp, err := http.Get(authURL)
+	// The "browser" (cookie jar): start page, provider, loopback listener.
+	// The start page works once: a second visitor gets 409.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := browser.Get(startURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	provider := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(provider, c.idp.AuthURL()) {
+		t.Fatalf("start page: %s to %q", resp.Status, provider)
+	}
+	if resp, err := http.Get(startURL); err != nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("start page opened twice: %v %v", resp, err)
+	}
+	browser.CheckRedirect = nil
+	resp, err = browser.Get(provider)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +181,9 @@ func TestOAuthCLIAuthorizeLoopback(t *testing.T) {
 	}()
 	if code := <-done; code != 0 {
 		t.Fatalf("authorize exit %d", code)
+	}
+	if n := c.idp.Counts().PKCEVerified; n != 1 {
+		t.Fatalf("PKCE verified %d times; want 1", n)
 	}
 	out, code := c.run(strings.NewReader(""), nil, "status", "--server", "loop")
 	if code != 0 || !strings.Contains(out, "valid") {
@@ -201,6 +226,10 @@ func TestOAuthCLIAuthorizePaste(t *testing.T) {
 	fmt.Fprintln(pw, loc)
 	if code := <-done; code != 0 {
 		t.Fatalf("authorize exit %d", code)
+	}
+	// authorization_code with a client secret uses PKCE as well.
+	if n := c.idp.Counts().PKCEVerified; !strings.Contains(authURL, "code_challenge_method=S256") || n != 1 {
+		t.Fatalf("PKCE verified %d times, URL %s", n, authURL)
 	}
 	if out, code := c.run(strings.NewReader(""), nil, "status", "--server", "paste"); code != 0 || !strings.Contains(out, "valid") {
 		t.Fatalf("status (exit %d):\n%s", code, out)

@@ -38,6 +38,10 @@ type Options struct {
 	// Clock is the server's time; default time.Now. Share a Clock with the
 	// code under test to expire tokens without sleeping.
 	Clock func() time.Time
+	// RequirePKCE refuses authorization requests without an S256
+	// code_challenge (error=invalid_request), for confidential clients
+	// too, as RFC 9700 recommends.
+	RequirePKCE bool
 }
 
 // Counts are the requests a Server has answered.
@@ -47,6 +51,7 @@ type Counts struct {
 	Refresh           int // ... refresh_token
 	ClientCredentials int // ... client_credentials
 	TokenErrors       int // token requests answered with an error
+	PKCEVerified      int // authorization code exchanges whose code_verifier matched the challenge
 	Revoke            int
 	Introspect        int
 }
@@ -270,6 +275,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	case q.Get("code_challenge") != "" && q.Get("code_challenge_method") != "S256":
 		back.Set("error", "invalid_request")
 		back.Set("error_description", "only S256 is supported")
+	case s.opts.RequirePKCE && q.Get("code_challenge") == "":
+		back.Set("error", "invalid_request")
+		back.Set("error_description", "PKCE (S256 code_challenge) required")
 	default:
 		user := q.Get("login_hint")
 		if user == "" {
@@ -372,6 +380,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 				s.tokenError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
 				return
 			}
+			s.counts.PKCEVerified++
 		}
 		resp.AccessToken = s.newAccessLocked(c.g, c.g.username, c.g.scope)
 		if !s.omitRT {
