@@ -170,7 +170,7 @@ func (w *Worker) ServeAdmin(ctx context.Context, getenv func(string) string) (*A
 	}()
 	if generated {
 		out.LoginURL = out.URL + "/login?code=" + AdminLoginCode(token, time.Now())
-		w.logger.Info("admin listener: open this one-time link in a browser (valid "+LoginCodeTTL.String()+"; `mailworker admin-url` prints a new one)",
+		w.logger.Info(fmt.Sprintf("admin listener: open this one-time link in a browser (valid %d minutes; `mailworker admin-url` prints a new one)", int(LoginCodeTTL/time.Minute)),
 			"url", out.LoginURL, "token_file", out.TokenFile)
 	} else {
 		w.logger.Info("admin listener: requests need the configured admin token (or a link from `mailworker admin-url`)", "url", out.URL)

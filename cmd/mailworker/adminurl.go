@@ -57,6 +57,6 @@ func cmdAdminURL(env *cliEnv, args []string) int {
 		return 1
 	}
 	fmt.Fprintln(env.stdout, worker.AdminBaseURL(host, port)+"/login?code="+worker.AdminLoginCode(tok, time.Now()))
-	fmt.Fprintf(env.stderr, "one-time link, valid for %s\n", worker.LoginCodeTTL)
+	fmt.Fprintf(env.stderr, "one-time link, valid for %d minutes\n", int(worker.LoginCodeTTL/time.Minute))
 	return 0
 }
