@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/imaptest"
+	"github.com/mailworker/mailworker/logging"
+	"github.com/mailworker/mailworker/oauth/oauthtest"
 	"github.com/mailworker/mailworker/secret"
 	"github.com/mailworker/mailworker/storage/storagetest"
 )
@@ -316,5 +319,164 @@ servers:
 	}
 	if strings.Contains(out.String()+out2.String(), testPassword) {
 		t.Fatal("the password appears in the logs")
+	}
+}
+
+// TestAdminOAuthFlow walks the browser side on the running worker's admin
+// listener against oauthtest (PKCE required): a logged-in browser
+// authorizes a server through /, /oauth/start and the callback; another
+// browser's callback is refused and stores nothing (login CSRF). Then the
+// client_id changes: GET /status reports settings_changed and keeps the
+// row; a fetch of the worker of `run` (DeleteChangedTokens) deletes it,
+// logging the setting's name only.
+func TestAdminOAuthFlow(t *testing.T) {
+	idp := oauthtest.Start(t, oauthtest.Options{Username: testUser, RequirePKCE: true})
+	b := startBroker(t)
+	const secretEnv = "MW_TEST_CLIENT_SECRET"
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	srv := config.Server{
+		Name: "box", Protocol: config.ProtocolIMAPS, Host: "127.0.0.1", Port: closedPort, Username: testUser,
+		FetchInterval: config.Duration(time.Hour),
+		Auth: config.Auth{Method: config.AuthOAuth2, OAuth: config.OAuth{
+			Provider: config.ProviderCustom, Flow: config.FlowAuthorizationCode,
+			ClientID: idp.ClientID, ClientSecretEnv: secretEnv,
+			AuthURL: idp.AuthURL(), TokenURL: idp.TokenURL(), Scopes: []string{"mail"},
+		}},
+	}
+	srv.SetDefaults()
+	cfg := testConfig(t, storagetest.Drivers[0], b.url(), srv)
+	cfg.Admin = config.Admin{Listen: "127.0.0.1:0"}
+	var logs logBuffer
+	f, err := logging.New(logging.Options{Writer: &logs, Format: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) string {
+		switch k {
+		case secretEnv:
+			return idp.ClientSecret
+		case "MAILWORKER_SECRET_KEY":
+			return strings.Repeat("ab", 32)
+		}
+		return ""
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := Open(ctx, Options{Config: cfg, Logs: f, Getenv: env, DeleteChangedTokens: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	al, err := w.ServeAdmin(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := AdminToken(cfg, env, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// login returns a logged-in browser that stops at the provider's
+	// redirect to the callback.
+	login := func() (*http.Client, *string) {
+		jar, _ := cookiejar.New(nil)
+		callback := new(string)
+		c := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Path == "/oauth/callback" {
+				*callback = req.URL.String()
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+		if r := adminGet(t, c, al.URL, "/login?code="+AdminLoginCode(tok, time.Now()), ""); r.StatusCode != 200 {
+			t.Fatalf("login = %d", r.StatusCode)
+		}
+		return c, callback
+	}
+	rows := func() int {
+		var n int
+		if err := w.DB().Get(&n, `SELECT COUNT(*) FROM oauth_tokens WHERE server = 'box'`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	if r := adminGet(t, nil, al.URL, "/oauth/start?server=box", ""); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/oauth/start without login = %d", r.StatusCode)
+	}
+	admin, adminCallback := login()
+	r := adminGet(t, admin, al.URL, "/", "")
+	page, _ := io.ReadAll(r.Body)
+	if !strings.Contains(string(page), `href="/oauth/start?server=box"`) {
+		t.Fatalf("index page lacks the authorize link:\n%s", page)
+	}
+
+	// Login CSRF: the attacker's consent, completed in the admin's browser.
+	attacker, attackerCallback := login()
+	adminGet(t, attacker, al.URL, "/oauth/start?server=box", "")
+	if *attackerCallback == "" {
+		t.Fatal("no redirect to the callback")
+	}
+	r = adminGet(t, admin, *attackerCallback, "", "")
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "started in another browser") {
+		t.Fatalf("cross-browser callback = %d %s", r.StatusCode, body)
+	}
+	if idp.Counts().AuthorizationCode != 0 || rows() != 0 {
+		t.Fatal("a cross-browser callback exchanged its code or stored a token")
+	}
+
+	// The admin's own flow.
+	adminGet(t, admin, al.URL, "/oauth/start?server=box", "")
+	r = adminGet(t, admin, *adminCallback, "", "")
+	body, _ = io.ReadAll(r.Body)
+	if r.StatusCode != 200 || !strings.Contains(string(body), "is authorized") || rows() != 1 {
+		t.Fatalf("callback = %d %s, %d rows", r.StatusCode, body, rows())
+	}
+	if c := idp.Counts(); c.PKCEVerified != 1 {
+		t.Fatalf("counts %+v; want PKCE verified", c)
+	}
+
+	// client_id changes. A worker that is not `run` (its own data_dir, the
+	// same database) reports it on GET /status and keeps the row.
+	next := *cfg
+	next.Servers = []config.Server{srv}
+	next.Servers[0].Auth.OAuth.ClientID = "another-client"
+	other := next
+	other.DataDir = t.TempDir()
+	other.Admin = config.Admin{Listen: "off"}
+	w2, err := Open(ctx, Options{Config: &other, Logs: f, Getenv: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	h2 := httptest.NewServer(w2.AdminHandler(tok))
+	defer h2.Close()
+	r = adminGet(t, nil, h2.URL, "/status", tok.Reveal())
+	var st []ServerStatus
+	if err := json.NewDecoder(r.Body).Decode(&st); err != nil || len(st) != 1 || st[0].Token == nil {
+		t.Fatalf("/status = %+v, %v", st, err)
+	}
+	if ts := st[0].Token; ts.State != "settings_changed" || len(ts.Changed) != 1 || ts.Changed[0] != "client_id" || rows() != 1 {
+		t.Fatalf("/status token = %+v, %d rows; want settings_changed naming client_id, row kept", ts, rows())
+	}
+	if err := w2.RunOnce(ctx); err == nil || rows() != 1 {
+		t.Fatalf("a fetch outside run: %v, %d rows; want an error and the row kept", err, rows())
+	}
+
+	// The worker of `run` reloads the change; the server's first run
+	// deletes the token and logs it.
+	if _, err := w.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "run to delete the token", func() bool { return rows() == 0 })
+	waitFor(t, 10*time.Second, "the deletion log", func() bool { return strings.Contains(logs.String(), `"changed":"client_id"`) })
+	out := logs.String()
+	if !strings.Contains(out, `"changed":"client_id"`) || !strings.Contains(out, `"account":"box"`) || strings.Contains(out, "another-client") {
+		t.Fatalf("run's deletion log must name the server and client_id, not the value:\n%s", out)
 	}
 }
