@@ -66,8 +66,16 @@ func (m *Manager) StartAuthorization(ctx context.Context, srv config.Server, red
 // ErrBinding means an authorization response carried a valid state but
 // came from a browser (or process) other than the one that started the
 // flow: its binding cookie is missing or different. Nothing is stored.
-// It wraps ErrState.
-var ErrBinding = fmt.Errorf("%w: the authorization was started in another browser, or its cookie expired; nothing was stored, start again", ErrState)
+// errors.Is(err, ErrState) holds for it too.
+var ErrBinding error = bindingError{}
+
+type bindingError struct{}
+
+func (bindingError) Error() string {
+	return "oauth: the authorization was started in another browser, or its cookie expired; nothing was stored, start again"
+}
+
+func (bindingError) Is(target error) bool { return target == ErrState }
 
 func bindingHash(b string) string {
 	sum := sha256.Sum256([]byte("mailworker oauth binding\x00" + b))

@@ -480,3 +480,28 @@ func TestAdminOAuthFlow(t *testing.T) {
 		t.Fatalf("run's deletion log must name the server and client_id, not the value:\n%s", out)
 	}
 }
+
+// TestLoginCodeFromBeforeARestart: a code issued before the listener
+// started is refused (it may have been used with the previous process),
+// one issued since works once.
+func TestLoginCodeFromBeforeARestart(t *testing.T) {
+	tok := secret.New("restart-token")
+	a := newAdminAuth(tok, "c", nil)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	login := func(code string) int {
+		rec := httptest.NewRecorder()
+		a.login(rec, httptest.NewRequest("GET", "/login?code="+code, nil))
+		return rec.Code
+	}
+	if c := login(AdminLoginCode(tok, a.started.Add(-2*time.Second))); c != http.StatusUnauthorized {
+		t.Errorf("code issued before the start: %d; want 401", c)
+	}
+	code := AdminLoginCode(tok, now)
+	if c := login(code); c != http.StatusSeeOther {
+		t.Errorf("fresh code: %d; want 303", c)
+	}
+	if c := login(code); c != http.StatusUnauthorized {
+		t.Errorf("fresh code again: %d; want 401", c)
+	}
+}

@@ -162,10 +162,11 @@ func verify(tok secret.String, purpose, v string, now time.Time, ttl time.Durati
 // adminAuth guards the admin listener: a bearer token, or a session cookie
 // obtained from a one-time login link.
 type adminAuth struct {
-	token  secret.String
-	cookie string // cookie name, per listener port (cookies ignore ports)
-	now    func() time.Time
-	log    *slog.Logger
+	token   secret.String
+	cookie  string // cookie name, per listener port (cookies ignore ports)
+	now     func() time.Time
+	log     *slog.Logger
+	started time.Time // login codes issued before it are refused (used ones are only remembered since)
 
 	mu   sync.Mutex
 	used map[string]time.Time // login code nonces already used, until expiry
@@ -175,7 +176,7 @@ func newAdminAuth(tok secret.String, cookie string, logger *slog.Logger) *adminA
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &adminAuth{token: tok, cookie: cookie, now: time.Now, log: logger, used: map[string]time.Time{}}
+	return &adminAuth{token: tok, cookie: cookie, now: time.Now, log: logger, started: time.Now().Truncate(time.Second), used: map[string]time.Time{}}
 }
 
 // authorized reports whether r carries the bearer token or a valid session
@@ -213,6 +214,12 @@ func (a *adminAuth) login(rw http.ResponseWriter, r *http.Request) {
 	rw.Header().Set("Referrer-Policy", "no-referrer")
 	now := a.now()
 	nonce, exp, ok := verify(a.token, "login", r.URL.Query().Get("code"), now, LoginCodeTTL)
+	// A code issued before this listener started may have been used with
+	// a previous process, which alone knew: refuse it, so a code works once
+	// across restarts too.
+	if ok && exp.Add(-LoginCodeTTL).Before(a.started) {
+		ok = false
+	}
 	if ok {
 		a.mu.Lock()
 		for n, e := range a.used {
