@@ -1,8 +1,12 @@
 package publisher
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mailworker/mailworker/parser"
@@ -111,3 +115,33 @@ func SubjectToken(k Kind, suppressed bool) string {
 	}
 	return SubjectRequest
 }
+
+// Encode returns ev as the JSON published on the stream: no HTML escaping
+// (a "<" stays "<", not "\u003c", which keeps HTML bodies readable and up
+// to six times smaller), no trailing newline.
+func Encode(ev *Event) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ev); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
+// ErrTooLarge is matched (errors.Is) by a *TooLargeError.
+var ErrTooLarge = errors.New("event larger than the nats max payload")
+
+// TooLargeError is returned by PublishAsync for an event whose encoding is
+// over the connection's max payload; nothing was published. The pipeline
+// trims the bodies by at least Size-Max bytes and tries again.
+type TooLargeError struct {
+	Size, Max int64 // encoded size and the limit (MaxPayload)
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s: %d bytes encoded, limit %d", ErrTooLarge, e.Size, e.Max)
+}
+
+// Is makes errors.Is(err, ErrTooLarge) true.
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }

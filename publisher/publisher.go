@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -269,6 +268,22 @@ func (p *Publisher) Subject(server, token string) string {
 	return p.prefix + "." + server + "." + token
 }
 
+// headerAllowance is what PublishAsync reserves of the server's max
+// payload for the message's headers (Nats-Msg-Id and the protocol line).
+const headerAllowance = 256
+
+// MaxPayload returns the largest encoded event PublishAsync accepts: the
+// connection's max payload (announced by the server; NATS' default is
+// 1 MB) less an allowance for headers. 0 means unknown (not connected
+// yet): no check.
+func (p *Publisher) MaxPayload() int64 {
+	mp := p.nc.MaxPayload()
+	if mp <= headerAllowance {
+		return 0
+	}
+	return mp - headerAllowance
+}
+
 // Healthy reports whether the connection is up.
 func (p *Publisher) Healthy() bool { return p.nc.IsConnected() }
 
@@ -359,11 +374,13 @@ func (f *Future) Poll() (ack *jetstream.PubAck, err error, done bool) {
 	return f.ack, f.err, true
 }
 
-// PublishAsync encodes ev as JSON and publishes it on subject with
+// PublishAsync encodes ev as JSON (Encode) and publishes it on subject with
 // Nats-Msg-Id = ev.ID. It returns once the message is handed to the
 // connection; at most the window's worth of publishes are in flight (a
 // full window makes it wait briefly, then fail). It fails at once with
-// ErrNotConnected while the connection is down.
+// ErrNotConnected while the connection is down, and with a *TooLargeError
+// (errors.Is ErrTooLarge) when the encoded event exceeds MaxPayload:
+// nothing is published then.
 func (p *Publisher) PublishAsync(ctx context.Context, subject string, ev *Event) (*Future, error) {
 	if ev.ID == "" {
 		return nil, fmt.Errorf("publish %s: event without id", subject)
@@ -377,9 +394,12 @@ func (p *Publisher) PublishAsync(ctx context.Context, subject string, ev *Event)
 		return nil, fmt.Errorf("publish %s id %s: %w", subject, ev.ID, ErrNotConnected)
 	default:
 	}
-	data, err := json.Marshal(ev)
+	data, err := Encode(ev)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s id %s: encode: %w", subject, ev.ID, err)
+	}
+	if limit := p.MaxPayload(); limit > 0 && int64(len(data)) > limit {
+		return nil, fmt.Errorf("publish %s id %s: %w", subject, ev.ID, &TooLargeError{Size: int64(len(data)), Max: limit})
 	}
 	paf, err := p.js.PublishAsync(subject, data, jetstream.WithMsgID(ev.ID))
 	if err != nil {

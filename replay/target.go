@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,11 +72,13 @@ func (t *PrintTarget) Put(ctx context.Context, it *Item) error {
 	if err != nil {
 		return &MessageError{Err: err}
 	}
-	b, err := json.Marshal(ev)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // as publisher.Encode: "<" stays "<"
+	if err := enc.Encode(ev); err != nil {
 		return &MessageError{Err: fmt.Errorf("encode event: %w", err)}
 	}
-	if _, err := t.W.Write(append(b, '\n')); err != nil {
+	if _, err := t.W.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("write event: %w", err)
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -212,7 +211,7 @@ mailworker demo
 	go func() {
 		followErr <- publisher.Follow(fctx, w.Publisher().JetStream(), cfg.NATS.Stream, cfg.NATS.SubjectPrefix+".>", true,
 			func(ev *publisher.Event, m jetstream.Msg) error {
-				line, err := json.Marshal(ev)
+				line, err := publisher.Encode(ev)
 				if err != nil {
 					return err
 				}
