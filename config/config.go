@@ -97,7 +97,7 @@ type TLS struct {
 // Parser holds the MIME parser limits and ticket reference patterns.
 // Zero values mean the documented defaults.
 type Parser struct {
-	MaxMessageBytes int64 `yaml:"max_message_bytes"` // default 50 MB
+	MaxMessageBytes int64 `yaml:"max_message_bytes"` // default 150 MB; larger mail is published as failed (too_large), raw kept
 	MaxParts        int   `yaml:"max_parts"`         // default 1000
 	MaxDepth        int   `yaml:"max_depth"`         // default 20
 	MaxHeaderBytes  int   `yaml:"max_header_bytes"`  // default 1 MiB

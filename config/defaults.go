@@ -17,7 +17,7 @@ const (
 	DefaultEWSVersion      = "Exchange2013_SP1"
 	DefaultTenant          = "organizations" // microsoft OAuth tenant
 
-	DefaultMaxMessageBytes = 50 << 20 // 50 MB
+	DefaultMaxMessageBytes = 150 << 20 // 150 MB, what Exchange Online accepts
 	DefaultMaxParts        = 1000
 	DefaultMaxDepth        = 20
 	DefaultMaxHeaderBytes  = 1 << 20 // 1 MiB

@@ -11,7 +11,7 @@ import (
 
 // Default limits, used for zero Options fields.
 const (
-	DefaultMaxMessageBytes = 50 << 20 // 50 MB
+	DefaultMaxMessageBytes = 150 << 20 // 150 MB, what Exchange Online accepts
 	DefaultMaxParts        = 1000
 	DefaultMaxDepth        = 20
 	DefaultMaxHeaderBytes  = 1 << 20 // 1 MiB
@@ -42,7 +42,7 @@ func mustCompileAll(pats []string) []*regexp.Regexp {
 // Options tune Parse. The zero value is ready to use: every zero field
 // means its default.
 type Options struct {
-	MaxMessageBytes int64 // raw bytes read at most; default 50 MB; the rest is ignored with a warning
+	MaxMessageBytes int64 // raw bytes read at most; default 150 MB; the rest is ignored with a warning (the pipeline never parses larger mail: it publishes it as failed, too_large)
 	MaxParts        int   // MIME parts walked at most; default 1000
 	MaxDepth        int   // multipart / message nesting at most; default 20
 	MaxHeaderBytes  int   // bytes of one header block; default 1 MiB

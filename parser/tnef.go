@@ -48,22 +48,29 @@ var errTNEF = errors.New("tnef: malformed")
 // DecodeTNEF returns the files attached in a TNEF stream. It fails on a
 // stream that is not TNEF or is cut short; it never reads outside b.
 func DecodeTNEF(b []byte) ([]TNEFFile, error) {
+	files, _, err := decodeTNEF(b, 0)
+	return files, err
+}
+
+// decodeTNEF is DecodeTNEF returning at most max files (0 = no limit);
+// more reports that the stream starts more files than that (the rest of
+// the stream is not decoded).
+func decodeTNEF(b []byte, max int) (files []TNEFFile, more bool, err error) {
 	if len(b) < 6 || binary.LittleEndian.Uint32(b) != tnefSignature {
-		return nil, fmt.Errorf("%w: no TNEF signature", errTNEF)
+		return nil, false, fmt.Errorf("%w: no TNEF signature", errTNEF)
 	}
 	pos := 6
-	var files []TNEFFile
 	var cur *TNEFFile
 	for pos < len(b) {
 		if len(b)-pos < 9 {
-			return files, fmt.Errorf("%w: attribute header cut at %d", errTNEF, pos)
+			return files, false, fmt.Errorf("%w: attribute header cut at %d", errTNEF, pos)
 		}
 		level := b[pos]
 		id := binary.LittleEndian.Uint32(b[pos+1:]) & 0xFFFF
 		n := binary.LittleEndian.Uint32(b[pos+5:])
 		pos += 9
 		if uint64(n)+2 > uint64(len(b)-pos) {
-			return files, fmt.Errorf("%w: attribute 0x%04x length %d beyond the data", errTNEF, id, n)
+			return files, false, fmt.Errorf("%w: attribute 0x%04x length %d beyond the data", errTNEF, id, n)
 		}
 		data := b[pos : pos+int(n)]
 		pos += int(n) + 2 // value and checksum
@@ -72,6 +79,9 @@ func DecodeTNEF(b []byte) ([]TNEFFile, error) {
 		}
 		switch id {
 		case attAttachRendData:
+			if max > 0 && len(files) >= max {
+				return files, true, nil
+			}
 			files = append(files, TNEFFile{})
 			cur = &files[len(files)-1]
 		case attAttachTitle:
@@ -85,12 +95,12 @@ func DecodeTNEF(b []byte) ([]TNEFFile, error) {
 		case attAttachment:
 			if cur != nil {
 				if err := mapiProps(data, cur); err != nil {
-					return files, err
+					return files, false, err
 				}
 			}
 		}
 	}
-	return files, nil
+	return files, false, nil
 }
 
 func cstring(b []byte) string {
@@ -216,17 +226,26 @@ func mapiString(typ uint32, v []byte) string {
 
 // tnefAttachment expands winmail.dat into the files it carries. A stream
 // that does not decode, or carries no file, is kept as the attachment it is.
+// Each file counts as a MIME part toward MaxParts (the winmail.dat part
+// itself was counted already): past the limit the rest are ignored with a
+// too_many_parts warning, as for MIME parts.
 func (p *parser) tnefAttachment(a Attachment, body io.Reader) {
 	// winmail.dat is held in memory to be decoded (bounded by
 	// MaxMessageBytes); reading cannot fail, see attachment.
 	raw, _ := io.ReadAll(body)
-	files, derr := DecodeTNEF(raw)
+	room := p.opts.MaxParts - p.parts + 1 // the files replace the winmail.dat part
+	files, more, derr := decodeTNEF(raw, max(room, 1))
 	if derr != nil || len(files) == 0 {
 		if derr != nil {
 			p.warn(WarnBadTNEF, "winmail.dat not decoded: "+derr.Error())
 		}
 		p.attachment(a, bytes.NewReader(raw))
 		return
+	}
+	p.parts += len(files) - 1
+	if more && !p.partsWarned {
+		p.partsWarned = true
+		p.warn(WarnTooManyParts, fmt.Sprintf("more than %d MIME parts (winmail.dat files count as parts); the rest are ignored", p.opts.MaxParts))
 	}
 	for _, f := range files {
 		name := p.fixUTF8(f.Name)
