@@ -30,11 +30,22 @@ const (
 	FailedRetried = "retried" // parsed and published by Retry
 )
 
-// Failure codes of failed events (Event.Error.Code).
+// Failure codes of failed events (Event.Error.Code). See docs/events.md.
 const (
-	CodeEmpty      = "empty"       // parser.ErrEmpty: no message at all
-	CodeParseError = "parse_error" // any other permanent parse error
+	CodeEmpty             = "empty"              // parser.ErrEmpty: no message at all
+	CodeParseError        = "parse_error"        // any other permanent parse error
+	CodeParserPanic       = "parser_panic"       // the parser panicked (a bug): recovered
+	CodeTooLarge          = "too_large"          // raw message over max_message_bytes: not parsed
+	CodeEventTooLarge     = "event_too_large"    // the event is over the nats max payload even with its bodies cut
+	CodeDBRefused         = "db_refused"         // the database refused the message's ledger row
+	CodeAttachmentRefused = "attachment_refused" // the attachment store refused an attachment
+	CodeTooManyAttempts   = "too_many_attempts"  // MaxAttempts runs failed on the message
 )
+
+// WarnBodyTruncated is the warning added to an event whose html or text
+// was cut to fit the nats max payload; the raw message is kept
+// (Raw.Object).
+const WarnBodyTruncated = "body_truncated"
 
 // ErrNotFound is returned by Retry when the id names no pending failed mail.
 var ErrNotFound = errors.New("no such pending failed mail")
@@ -63,21 +74,36 @@ type Failed struct {
 
 // failureCode maps a permanent parse error to Event.Error.Code.
 func failureCode(err error) string {
-	if errors.Is(err, parser.ErrEmpty) {
+	switch {
+	case errors.Is(err, parser.ErrEmpty):
 		return CodeEmpty
+	case errors.Is(err, errPanic):
+		return CodeParserPanic
 	}
 	return CodeParseError
 }
 
-// rawPath is the raw copy's path relative to the data directory.
+// rawPath is the raw copy's path of failed mail, relative to the data
+// directory.
 func rawPath(sha string) string { return filepath.Join("failed", sha+".eml") }
 
-// deliverFailed keeps the raw message and publishes a failed event; its
-// Ack records the failed row and the ledger row once acknowledged.
-func (s *serverSink) deliverFailed(ctx context.Context, msg *fetcher.Message, src source, raw publisher.Raw, perr error) (fetcher.Ack, error) {
+// keptPath is where the raw copy of a published event that lacks part of
+// its message (bodies cut, parts dropped) is kept, relative to the data
+// directory.
+func keptPath(sha string) string { return filepath.Join("raw", sha+".eml") }
+
+// maxErrorText bounds a failed event's error message.
+const maxErrorText = 2000
+
+// deliverFailed quarantines h: it keeps the raw message and publishes a
+// failed event with code and cause; its Ack records the failed row and
+// the ledger row once acknowledged. Its errors are outages (it is not
+// quarantined again).
+func (s *serverSink) deliverFailed(ctx context.Context, h *handling, code string, cause error) (fetcher.Ack, error) {
+	src, raw := h.src, h.raw
 	rel := rawPath(raw.SHA256)
-	if err := writeRawAtomic(filepath.Join(s.p.dataDir, rel), msg.Body.Open()); err != nil {
-		return nil, fmt.Errorf("pipeline %s %s: keep raw of failed mail: %w", s.name, msg.Ref, err)
+	if err := writeRawAtomic(filepath.Join(s.p.dataDir, rel), h.msg.Body.Open()); err != nil {
+		return nil, fmt.Errorf("pipeline %s %s: keep raw of failed mail: %w", s.name, src.ref, err)
 	}
 	base := publisher.EventID(s.name, s.mailbox, raw.SHA256)
 	raw.Object = rel
@@ -91,10 +117,10 @@ func (s *serverSink) deliverFailed(ctx context.Context, msg *fetcher.Message, sr
 		Source:     src.ref,
 		ReceivedAt: src.received,
 		Raw:        raw,
-		Error:      &publisher.Failure{Code: failureCode(perr), Message: perr.Error()},
+		Error:      &publisher.Failure{Code: code, Message: sqlText(cause.Error(), maxErrorText)},
 	}
 	subject := s.p.pub.Subject(s.name, publisher.SubjectFailed)
-	s.debugf("failed: unparseable, raw kept", "uid", src.ref, "code", ev.Error.Code, "raw", rel)
+	s.debugf("failed: raw kept, failed event published", "uid", src.ref, "code", ev.Error.Code, "raw", rel)
 	fut, err := s.p.pub.PublishAsync(ctx, subject, ev)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %s %s: %w", s.name, src.ref, err)
@@ -104,10 +130,11 @@ func (s *serverSink) deliverFailed(ctx context.Context, msg *fetcher.Message, sr
 		EventID: ev.ID, Kind: string(publisher.KindFailed), Subject: publisher.SubjectFailed,
 		Status: StatusFailed, Error: ev.Error.Message,
 	}
-	return s.newPubAck(fut, record{
-		row: row,
-		c:   counters{fetched: 1, failed: 1},
-		f:   &failedRow{eventID: base, rawPath: rel, err: ev.Error.Message},
+	return s.newPubAck(fut, h, record{
+		row:      row,
+		c:        counters{fetched: 1, failed: 1},
+		f:        &failedRow{eventID: base, rawPath: rel, err: ev.Error.Message},
+		attempts: h.attempts,
 	}), nil
 }
 
@@ -118,7 +145,8 @@ INSERT INTO pipeline_failed (event_id, server, folder, source_ref, raw_sha256, r
   attempts, status, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
 ON CONFLICT (event_id) DO NOTHING`),
-		f.eventID, row.Server, row.Folder, row.SourceRef, row.RawSHA256, row.RawSize, f.rawPath, f.err, FailedPending, now, now)
+		f.eventID, row.Server, sqlText(row.Folder, 1000), sqlText(row.SourceRef, 1000), row.RawSHA256, row.RawSize, f.rawPath,
+		sqlText(f.err, maxErrorText), FailedPending, now, now)
 	if err != nil {
 		return fmt.Errorf("insert failed row %s: %w", row.SourceRef, err)
 	}
@@ -226,18 +254,30 @@ func (p *Pipeline) retryOne(ctx context.Context, f Failed) (publisher.Kind, stri
 		return "", "", fmt.Errorf("retry %s: open raw: %w", f.EventID, err)
 	}
 	defer file.Close()
-	m, perr := s.parse(ctx, file)
+	open := func() io.Reader {
+		if _, err := file.Seek(0, io.SeekStart); err != nil {
+			return errReader{err}
+		}
+		return file
+	}
+	stillFailed := func(perr error) error {
+		now := p.now().UTC()
+		if _, err := p.db.ExecContext(ctx, p.db.Rebind(
+			`UPDATE pipeline_failed SET attempts = attempts + 1, error = ?, updated_at = ? WHERE event_id = ?`),
+			sqlText(perr.Error(), maxErrorText), now, f.EventID); err != nil {
+			return fmt.Errorf("retry %s: update failed row: %w", f.EventID, err)
+		}
+		return fmt.Errorf("retry %s: still failing: %w", f.EventID, perr)
+	}
+	if max := p.opts.MaxMessageBytes; max > 0 && f.RawSize > max {
+		return "", "", stillFailed(fmt.Errorf("message of %d bytes is over max_message_bytes (%d); not parsed", f.RawSize, max))
+	}
+	m, perr := s.parse(ctx, open())
 	if perr != nil {
 		if transientParseError(perr) {
 			return "", "", fmt.Errorf("retry %s: parse: %w", f.EventID, perr)
 		}
-		now := p.now().UTC()
-		if _, err := p.db.ExecContext(ctx, p.db.Rebind(
-			`UPDATE pipeline_failed SET attempts = attempts + 1, error = ?, updated_at = ? WHERE event_id = ?`),
-			perr.Error(), now, f.EventID); err != nil {
-			return "", "", fmt.Errorf("retry %s: update failed row: %w", f.EventID, err)
-		}
-		return "", "", fmt.Errorf("retry %s: still unparseable: %w", f.EventID, perr)
+		return "", "", stillFailed(perr)
 	}
 	src := source{folder: f.Folder, ref: f.SourceRef, received: f.CreatedAt.UTC()}
 	ev, subject, err := s.build(ctx, m, src, publisher.Raw{Size: f.RawSize, SHA256: f.RawSHA256})
@@ -249,7 +289,10 @@ func (p *Pipeline) retryOne(ctx context.Context, f Failed) (publisher.Kind, stri
 		// the id the failed row promised.
 		ev.ID = f.EventID
 	}
-	fut, err := p.pub.PublishAsync(ctx, subject, ev)
+	fut, err := s.publishFit(ctx, ev, subject, open)
+	if errors.Is(err, publisher.ErrTooLarge) {
+		return "", "", stillFailed(err)
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("retry %s: %w", f.EventID, err)
 	}
@@ -267,7 +310,7 @@ func (p *Pipeline) retryOne(ctx context.Context, f Failed) (publisher.Kind, stri
 	err = p.inTx(ctx, "retry "+f.EventID, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pipeline_ledger SET message_id = ?, event_id = ?, kind = ?,
   subject = ?, status = ?, error = '', stream_seq = ?, updated_at = ? WHERE server = ? AND raw_sha256 = ?`),
-			ev.MessageID, ev.ID, string(ev.Kind), subjectToken(subject), status, int64(ack.Sequence), now, f.Server, f.RawSHA256)
+			sqlKey(ev.MessageID), ev.ID, string(ev.Kind), subjectToken(subject), status, int64(ack.Sequence), now, f.Server, f.RawSHA256)
 		if err != nil {
 			return fmt.Errorf("update ledger row: %w", err)
 		}
@@ -284,6 +327,9 @@ func (p *Pipeline) retryOne(ctx context.Context, f Failed) (publisher.Kind, stri
 			`UPDATE pipeline_failed SET status = ?, attempts = attempts + 1, updated_at = ? WHERE event_id = ?`),
 			FailedRetried, now, f.EventID); err != nil {
 			return fmt.Errorf("update failed row: %w", err)
+		}
+		if err := deleteAttempts(ctx, tx, f.Server, f.RawSHA256); err != nil {
+			return err
 		}
 		return bumpTx(ctx, tx, f.Server, c, now)
 	})

@@ -33,36 +33,44 @@ type ledgerRow struct {
 	StreamSeq uint64 `db:"stream_seq"`
 }
 
-const ledgerStatusSQL = `SELECT status FROM pipeline_ledger WHERE server = ? AND raw_sha256 = ?`
+// ledgerStatusSQL returns the ledger status of (server, sha), "" when the
+// raw message was never recorded, and how many runs failed on it
+// (pipeline_attempts), in one round trip.
+const ledgerStatusSQL = `SELECT
+  COALESCE((SELECT status FROM pipeline_ledger WHERE server = ? AND raw_sha256 = ?), ''),
+  COALESCE((SELECT attempts FROM pipeline_attempts WHERE server = ? AND raw_sha256 = ?), 0)`
 
-// ledgerStatus returns the status of (server, sha) in the ledger, "" when
-// the raw message was never recorded. It runs once per delivered message,
-// so its statement is prepared once.
-func (p *Pipeline) ledgerStatus(ctx context.Context, server, sha string) (string, error) {
+// ledgerStatus returns the status of (server, sha) in the ledger ("" when
+// the raw message was never recorded) and the failed attempts counted on
+// it. It runs once per delivered message, so its statement is prepared
+// once.
+func (p *Pipeline) ledgerStatus(ctx context.Context, server, sha string) (string, int, error) {
 	p.stmtMu.Lock()
 	if p.statusStmt == nil {
 		st, err := p.db.PreparexContext(ctx, p.db.Rebind(ledgerStatusSQL))
 		if err != nil {
 			p.stmtMu.Unlock()
-			return "", fmt.Errorf("ledger %s: prepare lookup: %w", server, err)
+			return "", 0, fmt.Errorf("ledger %s: prepare lookup: %w", server, err)
 		}
 		p.statusStmt = st
 	}
 	stmt := p.statusStmt
 	p.stmtMu.Unlock()
 	var st string
-	err := stmt.GetContext(ctx, &st, server, sha)
+	var attempts int
+	err := stmt.QueryRowxContext(ctx, server, sha, server, sha).Scan(&st, &attempts)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return "", 0, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("ledger %s: look up raw %s: %w", server, sha, err)
+		return "", 0, fmt.Errorf("ledger %s: look up raw %s: %w", server, sha, err)
 	}
-	return st, nil
+	return st, attempts, nil
 }
 
 // knownMessageIDs returns those of ids that the ledger holds as published
-// or suppressed Message-IDs of server.
+// or suppressed Message-IDs of server. ids and the result are sqlKey
+// forms.
 func (p *Pipeline) knownMessageIDs(ctx context.Context, server string, ids []string) ([]string, error) {
 	q, args, err := sqlx.In(`SELECT DISTINCT message_id FROM pipeline_ledger
 WHERE server = ? AND status IN (?, ?) AND message_id IN (?)`, server, StatusPublished, StatusSuppressed, ids)
@@ -82,9 +90,13 @@ INSERT INTO pipeline_ledger (server, folder, source_ref, raw_sha256, raw_size, m
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (server, raw_sha256) DO NOTHING`
 
+// ledgerArgs are row's values for insertLedgerSQL. The Message-ID goes
+// through sqlKey and the free texts through sqlText here, whatever the
+// caller did, so that no header value can make the database refuse a row.
 func ledgerArgs(row ledgerRow, now time.Time) []any {
-	return []any{row.Server, row.Folder, row.SourceRef, row.RawSHA256, row.RawSize, row.MessageID, row.EventID,
-		row.Kind, row.Subject, row.Status, row.Error, int64(row.StreamSeq), now, now}
+	return []any{row.Server, sqlText(row.Folder, 1000), sqlText(row.SourceRef, 1000), row.RawSHA256, row.RawSize,
+		sqlKey(row.MessageID), row.EventID, row.Kind, row.Subject, row.Status, sqlText(row.Error, 2000),
+		int64(row.StreamSeq), now, now}
 }
 
 // insertLedger inserts row unless the raw message is recorded already;

@@ -9,18 +9,30 @@
 //     suppressed or failed for this server is acknowledged at once and
 //     nothing is published again (this is what makes UIDVALIDITY resets,
 //     expired delta tokens and replays safe beyond JetStream's window);
-//  3. parse; if nothing usable comes out, keep the raw under
+//  3. mail over max_message_bytes, and mail that failed MaxAttempts runs,
+//     is not parsed but quarantined (below); otherwise parse (a parser
+//     panic is recovered); if nothing usable comes out, keep the raw under
 //     data_dir/failed/ and publish a failed event instead;
 //  4. classify (reply by ticket reference or known thread, auto, bounce,
 //     new request; suppressed when disable_new_requests applies);
-//  5. publish asynchronously with Nats-Msg-Id = event id;
+//  5. publish asynchronously with Nats-Msg-Id = event id; an event over the
+//     connection's max payload has its html, then its text, cut until it
+//     fits (warning body_truncated; the raw is kept under data_dir/raw/);
 //  6. Ack.Wait waits for the PubAck, then writes the ledger row and the
 //     server's counters. Only after that may the fetcher act at the source
 //     and advance its checkpoint.
 //
-// Errors returned by Deliver or Ack.Wait are transient (NATS down, database
-// down, attachment store down): nothing is recorded and the fetcher retries
-// on its next run. Unparseable mail is not an error.
+// Errors are sorted by classify. An outage (NATS, the database or the
+// attachment store unreachable, or the run ending) is returned by Deliver
+// or Ack.Wait: nothing is recorded and the fetcher retries on its next run.
+// A message at fault (event too large even when trimmed, a value the
+// database refuses, an attachment the store refuses, a parser panic) is
+// quarantined at once: its raw is kept under data_dir/failed/, a failed
+// event with the reason is published and recorded, and Deliver/Wait
+// succeed, so the fetcher moves past it. Any other error is returned and
+// counted per (server, raw sha256) in pipeline_attempts; the MaxAttempts-th
+// run that fails quarantines the message (too_many_attempts). Unparseable
+// mail is not an error.
 package pipeline
 
 import (
@@ -31,6 +43,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -184,13 +197,23 @@ type source struct {
 	received time.Time // when mailworker received it
 }
 
-// Deliver implements fetcher.Sink.
+// handling is one message being delivered: what a quarantine needs.
+type handling struct {
+	msg      *fetcher.Message
+	src      source
+	raw      publisher.Raw
+	attempts int // failed runs counted before this one (pipeline_attempts)
+}
+
+// Deliver implements fetcher.Sink. It returns an error only for an outage
+// (see classify) or an error retried up to MaxAttempts runs; a message at
+// fault is quarantined: its Ack records a failed event.
 func (s *serverSink) Deliver(ctx context.Context, msg *fetcher.Message) (fetcher.Ack, error) {
 	sha, size, err := hashBody(msg.Body.Open())
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %s %s: read raw: %w", s.name, msg.Ref, err)
 	}
-	st, err := s.p.ledgerStatus(ctx, s.name, sha)
+	st, attempts, err := s.p.ledgerStatus(ctx, s.name, sha)
 	if err != nil {
 		return nil, err
 	}
@@ -201,31 +224,75 @@ func (s *serverSink) Deliver(ctx context.Context, msg *fetcher.Message) (fetcher
 		}
 		return doneAck{}, nil
 	}
-	src := source{folder: msg.Folder, ref: msg.Ref, received: s.p.now().UTC()}
-	raw := publisher.Raw{Size: size, SHA256: sha}
-	m, perr := s.parse(ctx, msg.Body.Open())
+	h := &handling{
+		msg:      msg,
+		src:      source{folder: msg.Folder, ref: msg.Ref, received: s.p.now().UTC()},
+		raw:      publisher.Raw{Size: size, SHA256: sha},
+		attempts: attempts,
+	}
+	if attempts >= MaxAttempts {
+		return s.deliverFailed(ctx, h, CodeTooManyAttempts, fmt.Errorf("%d runs failed on this message (see the worker log)", attempts))
+	}
+	if max := s.p.opts.MaxMessageBytes; max > 0 && size > max {
+		return s.deliverFailed(ctx, h, CodeTooLarge, fmt.Errorf("message of %d bytes is over max_message_bytes (%d); not parsed", size, max))
+	}
+	ack, err := s.deliver(ctx, h)
+	if err != nil {
+		return s.onError(ctx, h, err)
+	}
+	return ack, nil
+}
+
+// deliver parses, classifies and publishes h.
+func (s *serverSink) deliver(ctx context.Context, h *handling) (fetcher.Ack, error) {
+	m, perr := s.parse(ctx, h.msg.Body.Open())
 	if perr != nil {
 		if transientParseError(perr) {
-			return nil, fmt.Errorf("pipeline %s %s: parse: %w", s.name, msg.Ref, perr)
+			return nil, fmt.Errorf("pipeline %s %s: parse: %w", s.name, h.src.ref, perr)
 		}
-		return s.deliverFailed(ctx, msg, src, raw, perr)
+		return s.deliverFailed(ctx, h, failureCode(perr), perr)
 	}
-	ev, subject, err := s.build(ctx, m, src, raw)
+	ev, subject, err := s.build(ctx, m, h.src, h.raw)
 	if err != nil {
 		return nil, err
 	}
-	return s.publish(ctx, ev, subject, src)
+	return s.publish(ctx, h, ev, subject)
+}
+
+// onError decides what an error met while handling h means: an outage is
+// returned (retried, not counted); a permanent error quarantines h; any
+// other is counted and returned, until the MaxAttempts-th, which
+// quarantines h.
+func (s *serverSink) onError(ctx context.Context, h *handling, err error) (fetcher.Ack, error) {
+	switch classify(err) {
+	case classOutage:
+		return nil, err
+	case classPermanent:
+		s.logger.Warn("message quarantined", "ref", h.src.ref, "raw_sha256", h.raw.SHA256, "code", codeOf(err), "err", err)
+		return s.deliverFailed(ctx, h, codeOf(err), err)
+	}
+	n, cerr := s.p.countAttempt(ctx, s.name, h.raw.SHA256, err)
+	if cerr != nil {
+		return nil, fmt.Errorf("%w (and %w)", err, cerr)
+	}
+	if n < MaxAttempts {
+		s.logger.Warn("message failed; retried next run", "ref", h.src.ref, "raw_sha256", h.raw.SHA256, "attempt", n, "max_attempts", MaxAttempts, "err", err)
+		return nil, err
+	}
+	s.logger.Warn("message quarantined after too many attempts", "ref", h.src.ref, "raw_sha256", h.raw.SHA256, "attempts", n, "err", err)
+	h.attempts = n
+	return s.deliverFailed(ctx, h, CodeTooManyAttempts, fmt.Errorf("%d runs failed on this message; last error: %w", n, err))
 }
 
 // parse runs the parser with this server's own addresses and the
-// attachment sink.
+// attachment sink. A parser panic becomes an error wrapping errPanic.
 func (s *serverSink) parse(ctx context.Context, r io.Reader) (*parser.Message, error) {
 	opts := s.p.opts
 	opts.OwnAddresses = s.own
 	if s.p.objects != nil {
 		opts.Sink = s.p.objects.Sink(ctx)
 	}
-	return parser.Parse(r, opts)
+	return safeParse(func() (*parser.Message, error) { return parser.Parse(r, opts) })
 }
 
 // transientParseError reports whether a Parse error must be retried
@@ -322,12 +389,14 @@ func (s *serverSink) threadKnown(ctx context.Context, m *parser.Message) (string
 	if len(refs) > maxThreadIDs {
 		refs = refs[len(refs)-maxThreadIDs:]
 	}
+	// Message-IDs are compared in their sqlKey form, as stored.
+	inReplyTo := sqlKey(m.InReplyTo)
 	ids := make([]string, 0, len(refs)+1)
-	if m.InReplyTo != "" {
-		ids = append(ids, m.InReplyTo)
+	if inReplyTo != "" {
+		ids = append(ids, inReplyTo)
 	}
 	for _, r := range refs {
-		if r != "" && r != m.InReplyTo {
+		if r = sqlKey(r); r != "" && r != inReplyTo {
 			ids = append(ids, r)
 		}
 	}
@@ -349,7 +418,7 @@ func (s *serverSink) threadKnown(ctx context.Context, m *parser.Message) (string
 	for _, id := range found {
 		known[id] = true
 	}
-	if m.InReplyTo != "" && known[m.InReplyTo] {
+	if inReplyTo != "" && known[inReplyTo] {
 		return "in_reply_to names published message", nil
 	}
 	if len(known) > 0 {
@@ -358,6 +427,7 @@ func (s *serverSink) threadKnown(ctx context.Context, m *parser.Message) (string
 	return "", nil
 }
 
+// addInflight counts id (a sqlKey form) in flight.
 func (s *serverSink) addInflight(id string, d int) {
 	if id == "" {
 		return
@@ -370,25 +440,78 @@ func (s *serverSink) addInflight(id string, d int) {
 }
 
 // publish sends ev and returns the Ack that records it once acknowledged.
-func (s *serverSink) publish(ctx context.Context, ev *publisher.Event, subject string, src source) (fetcher.Ack, error) {
-	fut, err := s.p.pub.PublishAsync(ctx, subject, ev)
+func (s *serverSink) publish(ctx context.Context, h *handling, ev *publisher.Event, subject string) (fetcher.Ack, error) {
+	fut, err := s.publishFit(ctx, ev, subject, func() io.Reader { return h.msg.Body.Open() })
 	if err != nil {
-		return nil, fmt.Errorf("pipeline %s %s: %w", s.name, src.ref, err)
+		return nil, fmt.Errorf("pipeline %s %s: %w", s.name, h.src.ref, err)
 	}
 	status := StatusPublished
 	if ev.Suppressed {
 		status = StatusSuppressed
 	}
 	row := ledgerRow{
-		Server: s.name, Folder: src.folder, SourceRef: src.ref,
-		RawSHA256: ev.Raw.SHA256, RawSize: ev.Raw.Size, MessageID: ev.MessageID,
+		Server: s.name, Folder: h.src.folder, SourceRef: h.src.ref,
+		RawSHA256: ev.Raw.SHA256, RawSize: ev.Raw.Size, MessageID: sqlKey(ev.MessageID),
 		EventID: ev.ID, Kind: string(ev.Kind), Subject: subjectToken(subject), Status: status,
 	}
 	c := counters{fetched: 1, published: 1}
 	if ev.Suppressed {
 		c = counters{fetched: 1, suppressed: 1}
 	}
-	return s.newPubAck(fut, record{row: row, c: c}), nil
+	return s.newPubAck(fut, h, record{row: row, c: c, attempts: h.attempts}), nil
+}
+
+// lossyWarnings are the parser warnings after which the event lacks some
+// of the message (parts or bytes not read): the raw message is kept.
+var lossyWarnings = map[string]bool{
+	parser.WarnTooManyParts:    true,
+	parser.WarnTooDeep:         true,
+	parser.WarnMessageTooLarge: true,
+	parser.WarnHeaderTooLarge:  true,
+}
+
+// publishFit publishes ev, first keeping the raw message (open gives its
+// bytes) when the event lacks part of it: the parser dropped parts, or the
+// event is over the connection's max payload, in which case its html, then
+// its text, are cut until it fits (warning body_truncated). Raw.Object then
+// names the copy under data_dir. An event that cannot fit even without
+// bodies fails with an error wrapping publisher.ErrTooLarge (permanent).
+func (s *serverSink) publishFit(ctx context.Context, ev *publisher.Event, subject string, open func() io.Reader) (*publisher.Future, error) {
+	keep := func() error {
+		if ev.Raw.Object != "" {
+			return nil
+		}
+		rel := keptPath(ev.Raw.SHA256)
+		if err := writeRawAtomic(filepath.Join(s.p.dataDir, rel), open()); err != nil {
+			return fmt.Errorf("keep raw: %w", err)
+		}
+		ev.Raw.Object = rel
+		return nil
+	}
+	if ev.Message != nil {
+		for _, w := range ev.Warnings {
+			if lossyWarnings[w.Code] {
+				if err := keep(); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+	}
+	for try := 0; ; try++ {
+		fut, err := s.p.pub.PublishAsync(ctx, subject, ev)
+		var tl *publisher.TooLargeError
+		if !errors.As(err, &tl) || try >= 3 {
+			return fut, err
+		}
+		if err := keep(); err != nil {
+			return nil, err
+		}
+		if !trimToFit(ev, tl.Size-tl.Max) {
+			return nil, err
+		}
+		s.debugf("event over the nats max payload: bodies cut", "uid", ev.Source, "size", tl.Size, "max", tl.Max)
+	}
 }
 
 func subjectToken(subject string) string {

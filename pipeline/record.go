@@ -20,6 +20,8 @@ type record struct {
 	row ledgerRow
 	c   counters   // counters to add when the row is new and not a JetStream duplicate
 	f   *failedRow // set for failed events: the pipeline_failed row
+	// attempts > 0: pipeline_attempts has a row to delete once recorded
+	attempts int
 }
 
 // failedRow is a pipeline_failed row to insert.
@@ -37,6 +39,7 @@ type failedRow struct {
 type pubAck struct {
 	p   *Pipeline
 	s   *serverSink
+	h   *handling // the message, for a quarantine
 	fut *publisher.Future
 	rec record
 
@@ -48,8 +51,8 @@ type pubAck struct {
 }
 
 // newPubAck registers a publish in flight.
-func (s *serverSink) newPubAck(fut *publisher.Future, rec record) *pubAck {
-	a := &pubAck{p: s.p, s: s, fut: fut, rec: rec}
+func (s *serverSink) newPubAck(fut *publisher.Future, h *handling, rec record) *pubAck {
+	a := &pubAck{p: s.p, s: s, h: h, fut: fut, rec: rec}
 	s.addInflight(rec.row.MessageID, 1)
 	s.p.pendMu.Lock()
 	s.p.pending = append(s.p.pending, a)
@@ -62,8 +65,22 @@ func (a *pubAck) release() {
 	a.releaseOnce.Do(func() { a.s.addInflight(a.rec.row.MessageID, -1) })
 }
 
-// Wait implements fetcher.Ack.
+// Wait implements fetcher.Ack. An error that is not an outage (see
+// classify) quarantines the message, as Deliver does: a failed event is
+// published and recorded instead, and Wait returns nil once it is.
 func (a *pubAck) Wait(ctx context.Context) error {
+	err := a.wait(ctx)
+	if err == nil || a.rec.f != nil || a.h == nil {
+		return err // a failed event is not quarantined again
+	}
+	qa, qerr := a.s.onError(ctx, a.h, err)
+	if qerr != nil {
+		return qerr
+	}
+	return qa.Wait(ctx)
+}
+
+func (a *pubAck) wait(ctx context.Context) error {
 	if _, err := a.fut.Wait(ctx); err != nil {
 		if _, _, done := a.fut.Poll(); done {
 			a.p.forget(a)
@@ -123,6 +140,33 @@ func (p *Pipeline) flush(ctx context.Context, a *pubAck) error {
 	err := p.inTx(ctx, fmt.Sprintf("ledger: record %d events", len(batch)), func(tx *sqlx.Tx) error {
 		return recordBatch(ctx, tx, batch, now)
 	})
+	if err != nil && len(batch) > 1 && classify(err) != classOutage {
+		// A row was refused (one message's value, not an outage): write
+		// each row on its own, so that only that row's message is
+		// affected, whichever server it belongs to. A row that fails
+		// again goes back to pending; its own Wait quarantines it.
+		var aErr error
+		for _, b := range batch {
+			berr := p.inTx(ctx, "ledger: record 1 event", func(tx *sqlx.Tx) error {
+				return recordBatch(ctx, tx, []*pubAck{b}, now)
+			})
+			switch {
+			case berr == nil:
+				b.done = true
+				b.release()
+			case b == a:
+				aErr = berr
+			default:
+				p.pendMu.Lock()
+				p.pending = append(p.pending, b)
+				p.pendMu.Unlock()
+			}
+		}
+		if aErr != nil {
+			return fmt.Errorf("pipeline %s %s: %w", a.s.name, a.rec.row.SourceRef, aErr)
+		}
+		return nil
+	}
 	if err != nil {
 		// Only a learns of the failure; the others go back to pending and
 		// are written by their own Wait (or a later batch).
@@ -168,6 +212,11 @@ func recordBatch(ctx context.Context, tx *sqlx.Tx, batch []*pubAck, now time.Tim
 			c = counters{fetched: c.fetched, duplicates: 1}
 		} else if b.rec.f != nil {
 			if err := insertFailed(ctx, tx, row, *b.rec.f, now); err != nil {
+				return err
+			}
+		}
+		if b.rec.attempts > 0 {
+			if err := deleteAttempts(ctx, tx, row.Server, row.RawSHA256); err != nil {
 				return err
 			}
 		}
