@@ -80,7 +80,7 @@ func TestLoadValid(t *testing.T) {
 	}
 	if c.DataDir != "./data" || c.Database.Driver != "sqlite" || c.NATS.Stream != "MAIL" ||
 		c.NATS.SubjectPrefix != "mail" || c.NATS.DuplicateWindow.D() != 10*time.Minute || c.NATS.Replicas != 1 ||
-		c.Admin.Listen != "127.0.0.1:8025" || c.Log.Level != "info" || c.Parser.MaxMessageBytes != 50<<20 ||
+		c.Admin.Listen != "127.0.0.1:8025" || c.Log.Level != "info" || c.Parser.MaxMessageBytes != 150<<20 ||
 		c.Parser.MaxParts != 1000 || c.Parser.MaxDepth != 20 || c.Parser.LoopHeader != "X-Mailworker-Loop" {
 		t.Errorf("top-level defaults not applied: %+v", c)
 	}
