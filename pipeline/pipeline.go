@@ -231,7 +231,11 @@ func (s *serverSink) Deliver(ctx context.Context, msg *fetcher.Message) (fetcher
 		attempts: attempts,
 	}
 	if attempts >= MaxAttempts {
-		return s.deliverFailed(ctx, h, CodeTooManyAttempts, fmt.Errorf("%d runs failed on this message (see the worker log)", attempts))
+		var last string
+		if err := s.p.db.GetContext(ctx, &last, s.p.db.Rebind(`SELECT last_error FROM pipeline_attempts WHERE server = ? AND raw_sha256 = ?`), s.name, sha); err != nil {
+			return nil, fmt.Errorf("ledger %s: look up attempts of %s: %w", s.name, sha, err)
+		}
+		return s.deliverFailed(ctx, h, CodeTooManyAttempts, fmt.Errorf("%d runs failed on this message; last error: %s", attempts, last))
 	}
 	if max := s.p.opts.MaxMessageBytes; max > 0 && size > max {
 		return s.deliverFailed(ctx, h, CodeTooLarge, fmt.Errorf("message of %d bytes is over max_message_bytes (%d); not parsed", size, max))

@@ -188,9 +188,6 @@ func firstLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// attempts returns how many earlier runs failed on (server, sha).
-const attemptsSQL = `SELECT attempts FROM pipeline_attempts WHERE server = ? AND raw_sha256 = ?`
-
 // countAttempt records one more failed attempt on (server, sha) and
 // returns the new count.
 func (p *Pipeline) countAttempt(ctx context.Context, server, sha string, cause error) (int, error) {

@@ -1,6 +1,7 @@
 package publisher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -307,5 +308,52 @@ func TestWaitFailsWhenConnectionDrops(t *testing.T) {
 	}
 	if _, err, done := f.Poll(); !done || !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Poll after Wait = %v, %v", err, done)
+	}
+}
+
+// TestEncodeAndMaxPayload: events are JSON without HTML escaping, and an
+// event over the connection's max payload is refused with a
+// *TooLargeError before anything is published.
+func TestEncodeAndMaxPayload(t *testing.T) {
+	ev := &Event{Schema: SchemaV1, ID: "x1", Kind: KindNewRequest, Message: &parser.Message{HTML: "<p>a & b</p>"}}
+	b, err := Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte(`\u003c`)) || bytes.Contains(b, []byte(`\u0026`)) || !bytes.Contains(b, []byte(`"html":"<p>a & b</p>"`)) || bytes.HasSuffix(b, []byte("\n")) {
+		t.Fatalf("Encode = %s", b)
+	}
+
+	ctx := context.Background()
+	emb, err := StartEmbedded(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, err := Connect(ctx, config.NATS{}, emb, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(ctx, nc, config.NATS{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	max := p.MaxPayload()
+	if max <= 0 || max >= nc.MaxPayload() {
+		t.Fatalf("MaxPayload = %d, connection's %d", max, nc.MaxPayload())
+	}
+	ev.Message.Text = strings.Repeat("x", int(max))
+	_, err = p.PublishAsync(ctx, p.Subject("s1", SubjectRequest), ev)
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || !errors.Is(err, ErrTooLarge) || tl.Max != max || tl.Size <= max {
+		t.Fatalf("PublishAsync of an oversized event = %v", err)
+	}
+	if n, err := Pending(ctx, p.JetStream(), p.Stream(), ""); err != nil || n != 0 {
+		t.Fatalf("stream holds %d (%v) after a refused publish", n, err)
+	}
+	ev.Message.Text = "small"
+	if _, err := p.Publish(ctx, p.Subject("s1", SubjectRequest), ev); err != nil {
+		t.Fatal(err)
 	}
 }
