@@ -67,6 +67,16 @@ func classify(err error) errClass {
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ENOSPC):
 		return classOutage
 	}
+	var api *jetstream.APIError
+	if !errors.Is(err, parser.ErrSink) && errors.As(err, &api) {
+		switch api.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
+			return classPermanent // the stream's max_msg_size
+		case jetstream.JSErrCodeStreamNotFound, jetstream.JSErrCodeJetStreamNotEnabled,
+			jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return classOutage // not the message's fault
+		}
+	}
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		switch {
@@ -124,6 +134,12 @@ func codeOf(err error) string {
 		return CodeEventTooLarge
 	case errors.Is(err, parser.ErrSink):
 		return CodeAttachmentRefused
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return CodeEventTooLarge
+	}
+	switch {
 	case errors.As(err, &pg), errors.As(err, &lite):
 		return CodeDBRefused
 	}

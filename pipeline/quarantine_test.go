@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/fetcher"
@@ -392,20 +394,34 @@ func TestBadLedgerRowIsolated(t *testing.T) {
 	})
 }
 
-// TestClassify pins the error classes the quarantine relies on.
+// TestClassify pins the error classes and codes the quarantine relies on.
 func TestClassify(t *testing.T) {
+	sinkErr := func(err error) error { return fmt.Errorf("%w: attachment 1 (text/plain): %w", parser.ErrSink, err) }
 	for _, tc := range []struct {
 		err  error
 		want errClass
+		code string
 	}{
-		{fmt.Errorf("x: %w", publisher.ErrNotConnected), classOutage},
-		{context.DeadlineExceeded, classOutage},
-		{&publisher.TooLargeError{Size: 3, Max: 2}, classPermanent},
-		{fmt.Errorf("%w: boom", errPanic), classPermanent},
-		{errors.New("something odd"), classRetry},
+		{fmt.Errorf("x: %w", publisher.ErrNotConnected), classOutage, ""},
+		{context.DeadlineExceeded, classOutage, ""},
+		{&pgconn.PgError{Code: "08006"}, classOutage, ""},
+		{&pgconn.PgError{Code: "40001"}, classOutage, ""},
+		{&jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamNotFound}, classOutage, ""},
+		{sinkErr(publisher.ErrNotConnected), classOutage, ""},
+		{&publisher.TooLargeError{Size: 3, Max: 2}, classPermanent, CodeEventTooLarge},
+		{&jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum}, classPermanent, CodeEventTooLarge},
+		{fmt.Errorf("%w: boom", errPanic), classPermanent, CodeParserPanic},
+		{fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22021"}), classPermanent, CodeDBRefused},
+		{&pgconn.PgError{Code: "54000"}, classPermanent, CodeDBRefused},
+		{sinkErr(&jetstream.APIError{ErrorCode: 10047, Description: "insufficient resources"}), classPermanent, CodeAttachmentRefused},
+		{errors.New("something odd"), classRetry, ""},
+		{sinkErr(errors.New("odd")), classRetry, ""},
 	} {
 		if got := classify(tc.err); got != tc.want {
 			t.Errorf("classify(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+		if tc.code != "" && codeOf(tc.err) != tc.code {
+			t.Errorf("codeOf(%v) = %s, want %s", tc.err, codeOf(tc.err), tc.code)
 		}
 	}
 }
