@@ -19,6 +19,10 @@ import (
 
 const tnefSignature = 0x223E9F78
 
+// maxTNEFBytes bounds the winmail.dat decoded in memory; a larger one is
+// kept as the attachment it is, with a bad_tnef warning.
+var maxTNEFBytes = 50 << 20 // a variable for tests
+
 // TNEF attribute ids ([MS-OXTNEF] 2.1.3.2), low 16 bits.
 const (
 	attAttachData     = 0x800F
@@ -230,9 +234,14 @@ func mapiString(typ uint32, v []byte) string {
 // itself was counted already): past the limit the rest are ignored with a
 // too_many_parts warning, as for MIME parts.
 func (p *parser) tnefAttachment(a Attachment, body io.Reader) {
-	// winmail.dat is held in memory to be decoded (bounded by
-	// MaxMessageBytes); reading cannot fail, see attachment.
-	raw, _ := io.ReadAll(body)
+	// winmail.dat is held in memory to be decoded, up to maxTNEFBytes;
+	// reading cannot fail, see attachment.
+	raw, _ := io.ReadAll(io.LimitReader(body, int64(maxTNEFBytes)+1))
+	if len(raw) > maxTNEFBytes {
+		p.warn(WarnBadTNEF, fmt.Sprintf("winmail.dat over %d bytes not decoded; kept as it is", maxTNEFBytes))
+		p.attachment(a, io.MultiReader(bytes.NewReader(raw), body))
+		return
+	}
 	room := p.opts.MaxParts - p.parts + 1 // the files replace the winmail.dat part
 	files, more, derr := decodeTNEF(raw, max(room, 1))
 	if derr != nil || len(files) == 0 {
