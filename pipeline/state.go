@@ -68,7 +68,7 @@ func (p *Pipeline) RecordRun(ctx context.Context, server string, started, next t
 	if err == nil {
 		success = sql.NullTime{Time: started.UTC(), Valid: true}
 	} else {
-		msg = err.Error()
+		msg = sqlText(err.Error(), maxErrorText)
 	}
 	_, dberr := p.db.ExecContext(ctx, p.db.Rebind(`
 INSERT INTO pipeline_server_state (server, last_run_at, last_success_at, next_run_at, last_error, updated_at)
