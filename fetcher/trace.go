@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/mailworker/mailworker/logging"
 )
 
 // maxTraceLine caps one logged transcript line.
@@ -21,32 +23,45 @@ const traceRedacted = "***"
 // protection, because the stream interleaves both directions:
 //
 //   - the arguments of LOGIN and AUTHENTICATE are replaced by ***;
-//   - from such a command until its tagged completion every other line
-//     (continuations, base64 SASL data, literal passwords) is replaced by ***;
-//   - any known secret (password, token) left anywhere is replaced by ***.
+//   - from such a command until the client's last line of the exchange every
+//     line but the server's untagged data and tagged completion (that is:
+//     continuations, base64 SASL responses, literal passwords) is replaced
+//     by ***;
+//   - any known secret (password, token) left anywhere, and every base64
+//     form of it, is replaced by *** (logging.Redactor).
+//
+// The end of an exchange needs care. imapclient traces what it reads and
+// what it writes from two goroutines, and a written line is traced after it
+// went out, so the server's tagged OK can be traced before the client's
+// last SASL response (on a server without SASL-IR) or even before the
+// command itself. So the exchange ends only when both are seen: the tagged
+// completion, and as many client lines after the command as the server
+// asked for (one per "+" continuation of that command, one per literal the
+// command announced).
 //
 // Message bodies (FETCH literals) are not logged, only their size.
 type traceWriter struct {
-	ctx     context.Context
-	log     *slog.Logger
-	secrets []string
+	ctx    context.Context
+	log    *slog.Logger
+	redact *logging.Redactor
 
-	mu      sync.Mutex
-	line    []byte
-	skip    int64  // literal bytes still to drop
-	authTag string // tag of the LOGIN/AUTHENTICATE in progress
+	mu   sync.Mutex
+	line []byte
+	skip int64 // literal bytes still to drop
 
-	completed map[string]bool // tags whose completion was traced
+	// The LOGIN/AUTHENTICATE exchange in progress (authTag != "").
+	authTag  string
+	authDone bool // its tagged completion was traced
+	authCont int  // continuations the server sent for it (known once authDone)
+	authLits int  // literals the client announced on its lines
+	authResp int  // client lines traced after the command line
+
+	conts     int            // continuations since the last tagged completion
+	completed map[string]int // tags whose completion was traced -> their continuations
 }
 
 func newTraceWriter(ctx context.Context, log *slog.Logger, secrets ...string) *traceWriter {
-	t := &traceWriter{ctx: ctx, log: log, completed: map[string]bool{}}
-	for _, s := range secrets {
-		if s != "" {
-			t.secrets = append(t.secrets, s)
-		}
-	}
-	return t
+	return &traceWriter{ctx: ctx, log: log, redact: logging.NewRedactor(secrets...), completed: map[string]int{}}
 }
 
 func (t *traceWriter) Write(p []byte) (int, error) {
@@ -85,28 +100,53 @@ var (
 func (t *traceWriter) emit() {
 	line := strings.TrimRight(string(t.line), "\r")
 	t.line = t.line[:0]
-	// Client and server lines reach this writer from two goroutines, so
-	// the tagged completion of an AUTHENTICATE can be traced before the
-	// command itself. Any tagged completion ends auth mode (commands are
-	// not pipelined while authenticating), and a command whose completion
-	// was already seen does not start it.
-	if m := taggedStatus.FindStringSubmatch(line); m != nil {
-		t.completed[m[1]] = true
+	switch {
+	case strings.HasPrefix(line, "+"):
+		// A continuation request (server): during an exchange the client
+		// owes one more line.
+		t.conts++
+		if t.authTag != "" {
+			line = "+ " + traceRedacted
+		}
+	case strings.HasPrefix(line, "* "):
+		// untagged server data is no secret; message bodies are not logged
+		if m := fetchLit.FindStringSubmatch(line); m != nil {
+			if n, err := strconv.ParseInt(m[1], 10, 64); err == nil {
+				t.skip = n
+				line += " [" + m[1] + " bytes not logged]"
+			}
+		}
+	case taggedStatus.MatchString(line) && (t.authTag == "" || t.authDone || strings.HasPrefix(line, t.authTag+" ")):
+		// A tagged completion (server). Commands are not pipelined while
+		// authenticating, so the continuations since the previous
+		// completion were this command's.
+		tag := taggedStatus.FindStringSubmatch(line)[1]
 		if len(t.completed) > 64 {
 			clear(t.completed)
-			t.completed[m[1]] = true
 		}
-		t.authTag = ""
-	}
-	switch {
-	case t.authTag != "" && strings.HasPrefix(line, "* "):
-		// untagged server data is no secret
+		t.completed[tag] = t.conts
+		if tag == t.authTag {
+			t.authDone, t.authCont = true, t.conts
+		}
+		t.conts = 0
 	case t.authTag != "":
+		// A client line inside the exchange: a SASL response, a literal
+		// password, the rest of a LOGIN.
+		t.authResp++
+		if literalEnd.MatchString(line) {
+			t.authLits++
+		}
 		line = traceRedacted
 	default:
 		if m := authCmd.FindStringSubmatchIndex(line); m != nil {
-			if tag := line[m[2]:m[3]]; !t.completed[tag] {
-				t.authTag = tag
+			tag := line[m[2]:m[3]]
+			t.authTag, t.authResp, t.authLits = tag, 0, 0
+			t.authCont, t.authDone = 0, false
+			if c, ok := t.completed[tag]; ok { // completion traced first
+				t.authDone, t.authCont = true, c
+			}
+			if literalEnd.MatchString(line) {
+				t.authLits++
 			}
 			rest := line[m[5]:]
 			if strings.EqualFold(line[m[4]:m[5]], "AUTHENTICATE") {
@@ -121,11 +161,6 @@ func (t *traceWriter) emit() {
 			} else {
 				line = line[:m[5]] + " " + traceRedacted
 			}
-		} else if m := fetchLit.FindStringSubmatch(line); m != nil {
-			if n, err := strconv.ParseInt(m[1], 10, 64); err == nil {
-				t.skip = n
-				line += " [" + m[1] + " bytes not logged]"
-			}
 		} else if literalEnd.MatchString(line) && strings.Contains(strings.ToUpper(line), "APPEND") {
 			// an APPEND literal is a whole message: not logged either
 			m := literalEnd.FindStringSubmatch(line)
@@ -134,9 +169,12 @@ func (t *traceWriter) emit() {
 			}
 		}
 	}
-	for _, s := range t.secrets {
-		line = strings.ReplaceAll(line, s, traceRedacted)
+	// The exchange is over once the server has completed it and the client
+	// has sent every line it owed.
+	if t.authTag != "" && t.authDone && t.authResp >= max(t.authCont, t.authLits) {
+		t.authTag = ""
 	}
+	line = t.redact.Redact(line)
 	if len(line) > maxTraceLine {
 		line = line[:maxTraceLine] + "…"
 	}

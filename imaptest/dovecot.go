@@ -38,6 +38,15 @@ type DovecotOptions struct {
 	// OAUTHBEARER): Dovecot POSTs token=<token> there (RFC 7662) and expects
 	// {"active": true, "username": "<user>"} for a valid token.
 	IntrospectionURL string
+	// Capability, when set, replaces the CAPABILITY Dovecot advertises
+	// (imap_capability); AUTH= mechanisms are still added before login.
+	// E.g. "IMAP4rev1 ID ENABLE IDLE" for a server without SASL-IR and
+	// LITERAL+.
+	Capability string
+	// Mechanisms replaces the SASL mechanisms of the passwd-file passdb
+	// (default plain and login), e.g. []string{"login"} for a server that
+	// offers no AUTH=PLAIN, so clients use the IMAP LOGIN command.
+	Mechanisms []string
 }
 
 // Dovecot is a running Dovecot instance, private to one test: its own
@@ -179,12 +188,16 @@ passdb {
 		if err := os.WriteFile(passwd, pw.Bytes(), 0o644); err != nil {
 			return err
 		}
-		auth = fmt.Sprintf(`auth_mechanisms = plain login
+		mechs := "plain login"
+		if len(d.opts.Mechanisms) > 0 {
+			mechs = strings.Join(d.opts.Mechanisms, " ")
+		}
+		auth = fmt.Sprintf(`auth_mechanisms = %s
 passdb {
   driver = passwd-file
   args = %s
 }
-`, passwd)
+`, mechs, passwd)
 	}
 	conf := fmt.Sprintf(`instance_name = mwtest-%d-%d
 base_dir = %[3]s/run
@@ -224,6 +237,9 @@ service imap-login {
   }
 }
 `, os.Getpid(), dovecotSeq.Add(1), d.dir, internalUser, loginUser, d.certs.certFile, d.certs.keyFile, auth, mailUser, mailGroup, imapPort, imapsPort)
+	if d.opts.Capability != "" {
+		conf += "imap_capability = " + d.opts.Capability + "\n"
+	}
 	if _, err := os.Stat("/usr/share/dovecot/dh.pem"); err == nil {
 		conf += "ssl_dh = </usr/share/dovecot/dh.pem\n"
 	}

@@ -38,6 +38,9 @@ type MemOptions struct {
 	// imap.CapSet{imap.CapIMAP4rev1: {}} for a server without MOVE and
 	// UIDPLUS. Default IMAP4rev1 + IMAP4rev2.
 	Caps imap.CapSet
+	// NoPlain leaves AUTH=PLAIN out of the capabilities, so clients log in
+	// with the LOGIN command.
+	NoPlain bool
 }
 
 // MemServer is a running in-process IMAP server (go-imap's imapserver over
@@ -301,6 +304,9 @@ func (s *memSession) tokenLogin(user, token string) bool {
 
 func (s *memSession) AuthenticateMechanisms() []string {
 	mechs := []string{"PLAIN"}
+	if s.m.opts.NoPlain {
+		mechs = nil
+	}
 	if s.m.opts.TokenCheck != nil {
 		mechs = append(mechs, s.m.opts.OAuthMechanisms...)
 	}
