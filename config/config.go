@@ -66,11 +66,22 @@ type NATS struct {
 	// SubjectPrefix is the first subject token. Default "mail"; events go to
 	// <prefix>.<server>.<request|reply|auto|suppressed|failed>.
 	SubjectPrefix string `yaml:"subject_prefix"`
-	// Listen is where the embedded server (URL empty) accepts clients from
-	// other processes, such as the helpdesk and `mailworker events`.
-	// Default "127.0.0.1:0": a free loopback port, written to
-	// DataDir/nats.url. Ignored when URL is set.
+	// Listen is where the embedded server of `mailworker run` (URL empty)
+	// accepts clients from other processes, such as the helpdesk and
+	// `mailworker events`. Default "127.0.0.1:4222"; port 0 picks a free
+	// port at every start. The URL in use is written to DataDir/nats.url.
+	// A non-loopback address needs TokenEnv or TokenFile. Ignored when URL
+	// is set.
 	Listen string `yaml:"listen"`
+	// TokenEnv names the environment variable holding the token every
+	// client of the embedded server must present. With TokenFile, at most
+	// one may be set; with neither, the embedded server only accepts
+	// clients without authentication, which Validate allows on loopback
+	// only. Ignored when URL is set.
+	TokenEnv string `yaml:"token_env"`
+	// TokenFile is a file holding that token; when it does not exist,
+	// `mailworker run` creates it (mode 0600) with a random token.
+	TokenFile string `yaml:"token_file"`
 	// CredentialsFile is a NATS .creds file (JWT + nkey), optional.
 	CredentialsFile string `yaml:"credentials_file"`
 	// TLS for the NATS connection, optional.

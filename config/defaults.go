@@ -13,6 +13,7 @@ const (
 	DefaultFetchInterval   = Duration(5 * time.Minute)
 	DefaultMaxPerFetch     = 500
 	DefaultAdminListen     = "127.0.0.1:8025"
+	DefaultNATSListen      = "127.0.0.1:4222" // the embedded server's
 	DefaultLogLevel        = "info"
 	DefaultEWSVersion      = "Exchange2013_SP1"
 	DefaultTenant          = "organizations" // microsoft OAuth tenant
@@ -40,6 +41,7 @@ func (c *Config) SetDefaults() {
 	def(&c.Database.Driver, DefaultDatabaseDriver)
 	def(&c.NATS.Stream, DefaultStream)
 	def(&c.NATS.SubjectPrefix, DefaultSubjectPrefix)
+	def(&c.NATS.Listen, DefaultNATSListen)
 	if c.NATS.DuplicateWindow == 0 {
 		c.NATS.DuplicateWindow = DefaultDuplicateWindow
 	}

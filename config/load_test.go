@@ -80,7 +80,7 @@ func TestLoadValid(t *testing.T) {
 	}
 	if c.DataDir != "./data" || c.Database.Driver != "sqlite" || c.NATS.Stream != "MAIL" ||
 		c.NATS.SubjectPrefix != "mail" || c.NATS.DuplicateWindow.D() != 10*time.Minute || c.NATS.Replicas != 1 ||
-		c.Admin.Listen != "127.0.0.1:8025" || c.Log.Level != "info" || c.Parser.MaxMessageBytes != 150<<20 ||
+		c.NATS.Listen != "127.0.0.1:4222" || c.Admin.Listen != "127.0.0.1:8025" || c.Log.Level != "info" || c.Parser.MaxMessageBytes != 150<<20 ||
 		c.Parser.MaxParts != 1000 || c.Parser.MaxDepth != 20 || c.Parser.LoopHeader != "X-Mailworker-Loop" {
 		t.Errorf("top-level defaults not applied: %+v", c)
 	}
@@ -259,6 +259,15 @@ func TestValidation(t *testing.T) {
 			{2, "nats.tls.cert_file", "required with key_file"},
 			{3, "nats.tls.ca_file", "cannot read: open /nonexistent/ca.pem"},
 			{4, "nats.tls.key_file", "cannot read"}}},
+		{"nats listen public", "nats:\n  listen: 0.0.0.0:4222\n", []want{{2, "nats.listen", "0.0.0.0:4222 is not a loopback address: anyone who can reach it could read and publish events; set nats.token_env, or nats.token_file"}}},
+		{"nats listen all interfaces", "nats:\n  listen: \":4222\"\n", []want{{2, "nats.listen", "not a loopback address"}}},
+		{"nats listen public with token env", "nats:\n  listen: 0.0.0.0:4222\n  token_env: NATS_TOKEN\n", nil},
+		{"nats listen public with token file to create", "nats:\n  listen: 0.0.0.0:4222\n  token_file: /nonexistent-dir/nats.token\n", nil},
+		{"nats listen public with url set", "nats:\n  url: nats://n1:4222\n  listen: 0.0.0.0:4222\n", nil},
+		{"nats listen random port", "nats:\n  listen: 127.0.0.1:0\n", nil},
+		{"nats listen garbage", "nats:\n  listen: localhost\n  token_env: not a name\n", []want{{2, "nats.listen", "want host:port"}, {3, "nats.token_env", "must name an environment variable"}}},
+		{"nats listen bad port", "nats:\n  listen: 127.0.0.1:99999\n", []want{{2, "nats.listen", "invalid port"}}},
+		{"nats both token sources", "nats:\n  token_env: T\n  token_file: /x\n", []want{{3, "nats.token_file", "set only one of token_env and token_file"}}},
 		// A public listen without a token is not a load error: run logs it
 		// and keeps fetching without the listener (TestAdminProblem).
 		{"admin listen public", "admin:\n  listen: 0.0.0.0:8025\n", nil},
@@ -388,12 +397,13 @@ func TestEnvOverrides(t *testing.T) {
 		"MAILWORKER_SERVERS_HELP_DESK_EMAIL_DEBUG":       "true",
 		"MAILWORKER_SERVERS_HELP_DESK_TLS_CA_FILE":       "", // empty: no override
 		"MAILWORKER_SERVERS_NOSUCH_HOST":                 "ignored",
+		"MAILWORKER_NATS_LISTEN":                         "127.0.0.1:0",
 	})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.NATS.URL != "nats://n1:4222,nats://n2:4222" || c.Database.Driver != "postgres" || c.Database.DSN != "postgres://mw:pw@db/mw" ||
-		c.DataDir != "/var/lib/mailworker" || c.NATS.TLS.ServerName != "nats.example.com" {
+		c.DataDir != "/var/lib/mailworker" || c.NATS.TLS.ServerName != "nats.example.com" || c.NATS.Listen != "127.0.0.1:0" {
 		t.Errorf("top-level overrides: %+v", c)
 	}
 	if got := c.Parser.TicketPatterns; len(got) != 2 || got[0] != `\[T(\d+)\]` || got[1] != `#(\d+)` {

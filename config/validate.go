@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/mail"
@@ -47,6 +49,9 @@ var (
 //     token_file. A token that cannot be read, or a non-loopback listen
 //     without one, is not an error here: `run` logs it and fetches without
 //     the admin listener (see Admin.Problem; check-config warns).
+//   - nats: listen is host:port; with the embedded server (no url), a
+//     non-loopback listen needs token_env or token_file (a token_file that
+//     does not exist yet is allowed: run creates it).
 //   - files named by *_file keys (TLS, NATS credentials, secrets) must be
 //     readable; *_env keys must be valid variable names.
 func (c *Config) Validate() error {
@@ -192,10 +197,30 @@ func (v *validator) nats() {
 	if v.fromFile("nats.url") && urlsHavePassword(n.URL) {
 		v.add("nats.url", "secrets are not allowed inline; use credentials_file, or set the whole url in %s", EnvName("nats.url"))
 	}
-	if n.Listen != "" {
-		if _, _, err := net.SplitHostPort(n.Listen); err != nil {
-			v.add("nats.listen", "want host:port, e.g. 127.0.0.1:4222: %v", err)
+	v.envName("nats.token_env", n.TokenEnv)
+	if n.TokenEnv != "" && n.TokenFile != "" {
+		v.add("nats.token_file", "set only one of token_env and token_file")
+	}
+	if n.TokenFile != "" {
+		// A missing file is created by `run`; an existing one must be readable.
+		if _, err := os.Stat(n.TokenFile); err == nil {
+			v.readable("nats.token_file", n.TokenFile)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			v.add("nats.token_file", "%v", err)
 		}
+	}
+	listen := n.Listen
+	if listen == "" {
+		listen = DefaultNATSListen
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		v.add("nats.listen", "want host:port, e.g. 127.0.0.1:4222 (or 127.0.0.1:0 for a free port): %v", err)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add("nats.listen", "invalid port %q", port)
+	} else if n.URL == "" && !isLoopback(host) && n.TokenEnv == "" && n.TokenFile == "" {
+		v.add("nats.listen", "%s is not a loopback address: anyone who can reach it could read and publish events; "+
+			"set nats.token_env, or nats.token_file (created with a random token when missing), so clients need a token", listen)
 	}
 	if !streamRE.MatchString(n.Stream) {
 		v.add("nats.stream", "invalid stream name %q (letters, digits, _ and -)", n.Stream)

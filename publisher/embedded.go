@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +33,19 @@ type EmbeddedOption func(*embeddedOptions)
 
 type embeddedOptions struct {
 	listen string
+	token  string
+}
+
+// ErrListenInUse is returned by StartEmbedded when its listen address is
+// taken by another process.
+var ErrListenInUse = errors.New("address already in use")
+
+// WithToken makes the embedded server require token of every client,
+// in-process ones included (Connect with the *Embedded presents it), and
+// puts it in the URL written to dataDir/nats.url, so that CLI verbs reading
+// that file (mode 0600) can connect. "" leaves the server open.
+func WithToken(token string) EmbeddedOption {
+	return func(o *embeddedOptions) { o.token = token }
 }
 
 // WithListen makes the embedded server accept TCP clients on addr
@@ -46,10 +62,20 @@ type Embedded struct {
 	srv     *server.Server
 	logger  *slog.Logger
 	urlFile string
+	token   string
 
 	mu       sync.Mutex
 	clients  []interface{ Close() }
+	after    []func()
 	shutdown sync.Once
+}
+
+// OnShutdown registers f to run at the end of Shutdown, after the server
+// stopped (e.g. to release a lock on the data directory).
+func (e *Embedded) OnShutdown(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.after = append(e.after, f)
 }
 
 // StartEmbedded starts the server and waits until it accepts connections.
@@ -85,8 +111,14 @@ func StartEmbedded(dataDir string, logger *slog.Logger, opts ...EmbeddedOption) 
 		}
 		if p == 0 {
 			p = server.RANDOM_PORT
+		} else if err := probeListen(o.listen); err != nil {
+			// nats-server would only log this and never become ready.
+			return nil, err
 		}
 		sopts.Host, sopts.Port = host, p
+		if o.token != "" {
+			sopts.Authorization = o.token
+		}
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -100,23 +132,47 @@ func StartEmbedded(dataDir string, logger *slog.Logger, opts ...EmbeddedOption) 
 	}
 	e := &Embedded{srv: ns, logger: logger}
 	if o.listen != "" {
+		e.token = o.token
 		e.urlFile = filepath.Join(dataDir, URLFile)
-		if err := writeFileAtomic(e.urlFile, []byte(ns.ClientURL()+"\n"), 0o600); err != nil {
+		u := ns.ClientURL()
+		if e.token != "" {
+			u = strings.Replace(u, "://", "://"+url.User(e.token).String()+"@", 1)
+		}
+		if err := writeFileAtomic(e.urlFile, []byte(u+"\n"), 0o600); err != nil {
 			e.Shutdown()
 			return nil, fmt.Errorf("embedded nats: write %s: %w", e.urlFile, err)
 		}
 	}
-	logger.Info("embedded nats started", "store", storeDir, "url", e.URL())
+	logger.Info("embedded nats started", "store", storeDir, "url", e.URL(), "token_required", e.token != "")
 	return e, nil
 }
 
-// URL is the server's client URL, "" when it does not listen.
+// probeListen reports whether addr can be listened on, with an error that
+// says what to do when it is taken.
+func probeListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("embedded nats: cannot listen on %s: %w (another NATS server, or another mailworker?); "+
+				"set nats.listen (or MAILWORKER_NATS_LISTEN) to a free address, e.g. 127.0.0.1:4223, or 127.0.0.1:0 for a random free port",
+				addr, ErrListenInUse)
+		}
+		return fmt.Errorf("embedded nats: cannot listen on %s: %w; set nats.listen (or MAILWORKER_NATS_LISTEN) to another address", addr, err)
+	}
+	return ln.Close()
+}
+
+// URL is the server's client URL, "" when it does not listen. It never
+// holds the token (see Token).
 func (e *Embedded) URL() string {
 	if e.urlFile == "" {
 		return ""
 	}
 	return e.srv.ClientURL()
 }
+
+// Token is the token the server requires of clients, "" when none.
+func (e *Embedded) Token() string { return e.token }
 
 // Server returns the nats-server, for in-process connections.
 func (e *Embedded) Server() *server.Server { return e.srv }
@@ -137,9 +193,14 @@ func (e *Embedded) track(c interface{ Close() }) {
 func (e *Embedded) Shutdown() {
 	e.shutdown.Do(func() {
 		e.mu.Lock()
-		clients := e.clients
-		e.clients = nil
+		clients, after := e.clients, e.after
+		e.clients, e.after = nil, nil
 		e.mu.Unlock()
+		defer func() {
+			for _, f := range after {
+				f()
+			}
+		}()
 		for _, c := range clients {
 			c.Close()
 		}

@@ -84,6 +84,9 @@ func Connect(ctx context.Context, cfg config.NATS, embedded *Embedded, logger *s
 	if embedded != nil {
 		url = ""
 		opts = append(opts, nats.InProcessServer(embedded.srv))
+		if embedded.token != "" {
+			opts = append(opts, nats.Token(embedded.token))
+		}
 	} else {
 		if url == "" {
 			return nil, errors.New("nats connect: no url and no embedded server")

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,8 +52,15 @@ type Options struct {
 	Getenv func(string) string
 	// EmbeddedListen is where the embedded NATS server (nats.url empty)
 	// accepts TCP clients such as `mailworker events`; "" keeps it
-	// in-process only, "127.0.0.1:0" picks a free port.
+	// in-process only, "127.0.0.1:0" picks a free port. A taken address is
+	// an error (publisher.ErrListenInUse). Clients need the token of
+	// nats.token_env / nats.token_file when one is set, and a non-loopback
+	// address is refused without one.
 	EmbeddedListen string
+	// Exclusive holds the lock on data_dir (LockDataDir) while the worker
+	// is open, as `mailworker run` does, even with an external nats.url.
+	// An embedded NATS server always takes it: it owns data_dir/nats.
+	Exclusive bool
 	// HTTPClient is used for OAuth token endpoints; nil is a default client.
 	HTTPClient *http.Client
 	// DeleteChangedTokens is set by `mailworker run` only: a stored OAuth
@@ -67,6 +75,7 @@ type Worker struct {
 	logger *slog.Logger
 	getenv func(string) string
 
+	lock     *DataDirLock
 	db       *sqlx.DB
 	embedded *publisher.Embedded
 	nc       *nats.Conn
@@ -101,6 +110,11 @@ func Open(ctx context.Context, o Options) (_ *Worker, err error) {
 			w.Close()
 		}
 	}()
+	if o.Exclusive || cfg.NATS.URL == "" {
+		if w.lock, err = LockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	// data_dir/tmp holds spooled message bodies and attachments on their
 	// way to the Object Store.
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
@@ -116,7 +130,14 @@ func Open(ctx context.Context, o Options) (_ *Worker, err error) {
 	if cfg.NATS.URL == "" {
 		var eo []publisher.EmbeddedOption
 		if o.EmbeddedListen != "" {
-			eo = append(eo, publisher.WithListen(o.EmbeddedListen))
+			tok, err := publisher.EmbeddedToken(cfg.NATS, o.Getenv, true, w.logger)
+			if err != nil {
+				return nil, err
+			}
+			if host, _, err := net.SplitHostPort(o.EmbeddedListen); err == nil && tok == "" && !isLoopbackHost(host) {
+				return nil, fmt.Errorf("nats.listen: %s is not a loopback address; set nats.token_env or nats.token_file so clients need a token", o.EmbeddedListen)
+			}
+			eo = append(eo, publisher.WithListen(o.EmbeddedListen), publisher.WithToken(tok))
 		}
 		if w.embedded, err = publisher.StartEmbedded(cfg.DataDir, w.logger, eo...); err != nil {
 			return nil, err
@@ -314,8 +335,18 @@ func (w *Worker) Close() error {
 	if w.embedded != nil {
 		w.embedded.Shutdown()
 	}
+	var err error
 	if w.db != nil {
-		return w.db.Close()
+		err = w.db.Close()
 	}
-	return nil
+	w.lock.Release()
+	return err
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/publisher"
+	"github.com/mailworker/mailworker/worker"
 )
 
 // defaultConfigPath is read when neither --config nor $MAILWORKER_CONFIG is given.
@@ -62,8 +63,10 @@ func loadConfigOrDefaults(env *cliEnv, flagValue string) (*config.Config, error)
 
 // useRunningWorker points cfg at the embedded NATS server of a worker
 // running on the same data_dir, when cfg has no nats.url and such a worker
-// has written its URL: that worker owns the store, so a second embedded
-// server must not open it.
+// has written its URL (with the token when it requires one; the file is
+// mode 0600): that worker owns the store, so a second embedded server must
+// not open it. A URL file left by a worker that is gone (killed: nobody
+// holds the data_dir lock) is ignored.
 func useRunningWorker(cfg *config.Config) (*config.Config, error) {
 	if cfg.NATS.URL != "" {
 		return cfg, nil
@@ -74,6 +77,9 @@ func useRunningWorker(cfg *config.Config) (*config.Config, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !worker.DataDirLocked(cfg.DataDir) {
+		return cfg, nil // stale
 	}
 	c := *cfg
 	c.NATS.URL = u

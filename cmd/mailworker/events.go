@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/publisher"
+	"github.com/mailworker/mailworker/worker"
 )
 
 func init() {
@@ -90,10 +91,19 @@ func connectForCLI(ctx context.Context, cfg *config.Config, logger *slog.Logger)
 		return nil, nil, err
 	}
 	var emb *publisher.Embedded
+	var lock *worker.DataDirLock
 	if running.NATS.URL == "" {
-		if emb, err = publisher.StartEmbedded(cfg.DataDir, logger); err != nil {
+		// This process opens data_dir/nats itself: hold data_dir, so that
+		// a `mailworker run` started meanwhile is refused rather than
+		// opening the same store.
+		if lock, err = worker.LockDataDir(cfg.DataDir); err != nil {
 			return nil, nil, err
 		}
+		if emb, err = publisher.StartEmbedded(cfg.DataDir, logger); err != nil {
+			lock.Release()
+			return nil, nil, err
+		}
+		emb.OnShutdown(lock.Release)
 	}
 	conn, err := publisher.Connect(ctx, running.NATS, emb, logger)
 	if err != nil {

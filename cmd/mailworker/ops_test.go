@@ -25,6 +25,7 @@ func TestTestConnectionAndStatus(t *testing.T) {
 	cfgFile := filepath.Join(dir, "mailworker.yaml")
 	cfg := fmt.Sprintf(`data_dir: %s
 admin: {listen: "off"}
+nats: {listen: "127.0.0.1:0"} # never the default 4222: a system NATS may hold it
 servers:
   - name: support
     protocol: imaps

@@ -47,7 +47,7 @@ func cmdRun(env *cliEnv, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w, err := worker.Open(ctx, worker.Options{Config: cfg, Logs: logs, Getenv: env.getenv, EmbeddedListen: embeddedListen(cfg),
-		DeleteChangedTokens: true})
+		DeleteChangedTokens: true, Exclusive: true})
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -114,10 +114,11 @@ func newLogs(env *cliEnv, cfg *config.Config) (*logging.Factory, error) {
 	return f, nil
 }
 
-// embeddedListen is where the embedded NATS server accepts other processes.
+// embeddedListen is where the embedded NATS server accepts other processes:
+// nats.listen, by default 127.0.0.1:4222.
 func embeddedListen(cfg *config.Config) string {
 	if cfg.NATS.Listen != "" {
 		return cfg.NATS.Listen
 	}
-	return "127.0.0.1:0"
+	return config.DefaultNATSListen
 }
