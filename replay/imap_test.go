@@ -25,7 +25,7 @@ import (
 )
 
 // samples is the repository's sample mail folder.
-const samples = "../testdata/mail"
+const samples = "../samples/mail"
 
 // recordSink is a fetcher.Sink that records the SHA-256 of every raw
 // message it is given, to compare what a fetch delivers with what a replay

@@ -37,7 +37,7 @@ const (
 	composeFile   = "../../docker-compose.yml"
 	composeConfig = "../../docker/mailworker.compose.yaml"
 	dovecotDir    = "../../docker/dovecot"
-	samplesDir    = "../../testdata/mail"
+	samplesDir    = "../../samples/mail"
 )
 
 type composeService struct {

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/logging"
 	"github.com/mailworker/mailworker/publisher"
+	"github.com/mailworker/mailworker/samples"
 	"github.com/mailworker/mailworker/selfsigned"
 	"github.com/mailworker/mailworker/worker"
 )
@@ -50,7 +53,7 @@ func cmdDemo(env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	fs.String("config", "", "ignored: the demo builds its own configuration")
-	samples := fs.String("samples", filepath.Join("testdata", "mail"), "directory of .eml files to seed the mailbox with")
+	samplesDir := fs.String("samples", "", "directory of .eml files to seed the mailbox with (default: the sample mail built into the binary)")
 	dataDir := fs.String("data-dir", "", "keep the database and NATS store here (default: a temporary directory, removed at exit)")
 	listen := fs.String("imap-listen", "127.0.0.1:0", "address of the demo IMAPS server")
 	maxEvents := fs.Int("max-events", 0, "exit after printing this many events (0: run until Ctrl-C)")
@@ -58,10 +61,15 @@ func cmdDemo(env *cliEnv, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	msgs, err := readSamples(*samples)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "demo: %v\n(run it from the repository root, or pass --samples DIR)\n", err)
-		return 1
+	var (
+		msgs [][]byte
+		err  error
+	)
+	if *samplesDir != "" {
+		if msgs, err = readSamples(*samplesDir); err != nil {
+			fmt.Fprintf(env.stderr, "demo: --samples: %v\n", err)
+			return 1
+		}
 	}
 	dir := *dataDir
 	if dir == "" {
@@ -71,9 +79,21 @@ func cmdDemo(env *cliEnv, args []string) int {
 		}
 		defer os.RemoveAll(dir)
 	}
+	// The replay hint names a directory of .eml files: --samples, else the
+	// built-in samples written out into the data directory.
+	replayDir := *samplesDir
+	if replayDir == "" {
+		if msgs, replayDir, err = builtinSamples(filepath.Join(dir, "samples")); err != nil {
+			fmt.Fprintln(env.stderr, "demo: sample mail:", err)
+			return 1
+		}
+	}
+	if abs, err := filepath.Abs(replayDir); err == nil {
+		replayDir = abs
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runDemo(ctx, env, dir, *listen, *interval, msgs, *maxEvents); err != nil {
+	if err := runDemo(ctx, env, dir, *listen, *interval, msgs, replayDir, *maxEvents); err != nil {
 		fmt.Fprintln(env.stderr, "demo:", err)
 		return 1
 	}
@@ -100,6 +120,49 @@ func readSamples(dir string) ([][]byte, error) {
 		msgs = append(msgs, toCRLF(b))
 	}
 	return msgs, nil
+}
+
+// builtinSamples returns the sample mail built into the binary (package
+// samples), with CRLF line ends, and writes it as .eml files to dir so the
+// user can replay it into the running demo from any directory.
+func builtinSamples(dir string) ([][]byte, string, error) {
+	ms, err := samples.Mail()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	msgs := make([][]byte, 0, len(ms))
+	for _, m := range ms {
+		if err := os.WriteFile(filepath.Join(dir, m.Name), m.Data, 0o600); err != nil {
+			return nil, "", err
+		}
+		msgs = append(msgs, toCRLF(m.Data))
+	}
+	return msgs, dir, nil
+}
+
+// selfCommand is how to run this binary again from another terminal while
+// it runs: "mailworker" when that is what $PATH finds, else the absolute
+// path of the executable (with `go run`, the build's temporary binary,
+// which lives as long as the demo).
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "mailworker"
+	}
+	if p, err := exec.LookPath("mailworker"); err == nil {
+		a, err1 := os.Stat(p)
+		b, err2 := os.Stat(exe)
+		if err1 == nil && err2 == nil && os.SameFile(a, b) {
+			return "mailworker"
+		}
+	}
+	if strings.ContainsAny(exe, " '\"$") {
+		return strconv.Quote(exe)
+	}
+	return exe
 }
 
 func toCRLF(b []byte) []byte {
@@ -155,7 +218,7 @@ func (d *demoIMAP) append(msgs [][]byte) error {
 
 func (d *demoIMAP) port() int { return d.ln.Addr().(*net.TCPAddr).Port }
 
-func runDemo(ctx context.Context, env *cliEnv, dir, listen string, interval time.Duration, msgs [][]byte, maxEvents int) error {
+func runDemo(ctx context.Context, env *cliEnv, dir, listen string, interval time.Duration, msgs [][]byte, replayDir string, maxEvents int) error {
 	mbox, err := startDemoIMAP(filepath.Join(dir, "imap"), listen)
 	if err != nil {
 		return fmt.Errorf("imap server: %w", err)
@@ -190,6 +253,7 @@ func runDemo(ctx context.Context, env *cliEnv, dir, listen string, interval time
 	}
 	defer w.Close()
 
+	self := selfCommand()
 	fmt.Fprintf(env.stderr, `
 mailworker demo
   IMAPS mailbox  127.0.0.1:%d  user %q, password %q (CA: %s)
@@ -197,12 +261,12 @@ mailworker demo
   data           %s
   seeded %d sample messages; events follow on stdout, one JSON object per line.
   In another terminal:
-    %s=%s go run ./cmd/mailworker replay --to imaps://%s@127.0.0.1:%d/INBOX --password-env %s --ca-file %s testdata/mail
-    MAILWORKER_NATS_URL=%s go run ./cmd/mailworker events --follow
+    %s=%s %s replay --to imaps://%s@127.0.0.1:%d/INBOX --password-env %s --ca-file %s %s
+    MAILWORKER_NATS_URL=%s %s events --follow
   Ctrl-C stops.
 
 `, mbox.port(), demoUser, demoPassword, mbox.cert.CertFile, w.NATSURL(), cfg.NATS.Stream, cfg.NATS.SubjectPrefix, dir, len(msgs),
-		demoPasswordEnv, demoPassword, demoUser, mbox.port(), demoPasswordEnv, mbox.cert.CertFile, w.NATSURL())
+		demoPasswordEnv, demoPassword, self, demoUser, mbox.port(), demoPasswordEnv, mbox.cert.CertFile, replayDir, w.NATSURL(), self)
 
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
