@@ -9,9 +9,13 @@
 //   - IMAPTarget APPENDs it to a mailbox so the real fetcher picks it up;
 //   - PrintTarget writes the event it would produce (dry run).
 //
-// Messages that cannot be read, or are not mail, are collected as Failures
-// with their position (file, mbox message number and byte offset) and the
-// replay goes on. The CLI verb `mailworker replay` is the user interface.
+// Replay accepts what the parser accepts and judges nothing itself: a
+// message the parser cannot parse (an empty file, say) reaches the target
+// like any other and is published as a failed event, exactly as a fetch of
+// the same bytes would be. Only files that cannot be read, and messages a
+// target refuses (e.g. an IMAP server's NO to an APPEND), are collected as
+// Failures with their position (file, mbox message number and byte offset)
+// and the replay goes on. The CLI verb `mailworker replay` is the user interface.
 package replay
 
 import (

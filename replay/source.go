@@ -39,9 +39,11 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown format %q (want eml, dir, mbox or maildir)", s)
 }
 
-// ErrBadMessage is wrapped by the reasons of messages that were skipped
-// because they are not mail at all: empty files, binary blobs.
-var ErrBadMessage = errors.New("not an RFC 5322 message")
+// ErrBadMessage is wrapped by the reason of a file forced to be read as an
+// mbox (--format mbox) that holds no "From " separator line. Single
+// messages are never judged here: the target's parser decides, and what it
+// cannot parse is published as a failed event, as a fetch would.
+var ErrBadMessage = errors.New("not an mbox file")
 
 // Item is one message read from a source, with bare LF line ends turned
 // into CRLF (see crlfWriter). Body is released by the reader
@@ -58,7 +60,8 @@ type Item struct {
 	// Date is the message's original date when known: the mbox "From " line
 	// date, else the Date header. Zero when unknown.
 	Date time.Time
-	// Body holds the raw message bytes (mbox quoting undone).
+	// Body holds the raw message bytes: mbox quoting undone, a leading mbox
+	// "From " line dropped, bare LFs turned into CRLF.
 	Body *spool.Spool
 }
 
@@ -292,17 +295,42 @@ func (p *Plan) Each(ctx context.Context, opts ReadOptions, fn func(*Item) error,
 	return nil
 }
 
-// readFile reads one message file.
+// readFile reads one message file. A leading mbox "From " line (mail
+// saved from an mbox, or a Maildir written by an mbox-minded tool) is the
+// envelope, not part of the message: it is dropped and its date kept, so
+// the file gives the same bytes, hence the same event id, as the same
+// message read from an mbox. Nothing else is judged here: what the parser
+// accepts (a banner line before the header, LF or CRLF) is delivered as it
+// is, and what it cannot parse becomes a failed event at the target, as a
+// fetch of the same bytes would.
 func readFile(path string, opts ReadOptions, fn func(*Item) error, bad func(Failure)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		bad(Failure{Pos: path, Err: err})
 		return nil
 	}
+	defer f.Close()
+	it := &Item{File: path}
+	br := bufio.NewReaderSize(f, 4096)
+	var n int64
+	if b, _ := br.Peek(5); string(b) == "From " {
+		line, err := br.ReadSlice('\n')
+		it.Date = fromLineDate(line)
+		n += int64(len(line))
+		for err == bufio.ErrBufferFull { // an overlong From line: skip the rest of it
+			line, err = br.ReadSlice('\n')
+			n += int64(len(line))
+		}
+		if err != nil && err != io.EOF {
+			bad(Failure{Pos: path, Err: fmt.Errorf("read: %w", err)})
+			return nil
+		}
+	}
 	sp := spool.New(opts.SpoolDir, opts.MemLimit)
 	defer sp.Close()
-	n, err := io.Copy(&crlfWriter{w: sp}, f)
-	f.Close()
+	it.Body = sp
+	m, err := io.Copy(&crlfWriter{w: sp}, br)
+	n += m
 	if opts.Progress != nil {
 		opts.Progress(n)
 	}
@@ -310,54 +338,56 @@ func readFile(path string, opts ReadOptions, fn func(*Item) error, bad func(Fail
 		bad(Failure{Pos: path, Err: fmt.Errorf("read: %w", err)})
 		return nil
 	}
-	it := &Item{File: path, Body: sp}
 	return deliverItem(it, fn, bad)
 }
 
-// deliverItem checks it looks like mail, fills its Date and calls fn.
+// deliverItem fills it's Date from the Date header when the mbox "From "
+// line gave none, and calls fn.
 func deliverItem(it *Item, fn func(*Item) error, bad func(Failure)) error {
-	date, err := sniff(it.Body)
-	if err != nil {
-		bad(Failure{Pos: it.Pos(), Err: err})
-		return nil
-	}
 	if it.Date.IsZero() {
+		date, err := headerDate(it.Body)
+		if err != nil {
+			bad(Failure{Pos: it.Pos(), Err: err})
+			return nil
+		}
 		it.Date = date
 	}
 	return fn(it)
 }
 
-// sniffLimit bounds how much of a message is inspected by sniff.
+// sniffLimit bounds how much of a message is inspected by headerDate.
 const sniffLimit = 64 << 10
 
-// sniff rejects what is clearly not a message (empty, NUL bytes in the
-// header, a first line that is no header field) and returns the Date
-// header's time when it parses.
-func sniff(sp *spool.Spool) (time.Time, error) {
+// headerDate returns the time of the Date header when there is one that
+// parses, else the zero time. Lines before the first header field (a
+// banner such as "---- Original email message ----") are passed over, as
+// the parser does. It never rejects a message: whether bytes are mail is
+// the parser's judgement, made where the message is delivered.
+func headerDate(sp *spool.Spool) (time.Time, error) {
 	if sp.Size() == 0 {
-		return time.Time{}, fmt.Errorf("%w: empty", ErrBadMessage)
+		return time.Time{}, nil
 	}
 	head := make([]byte, min(sp.Size(), sniffLimit))
 	if _, err := io.ReadFull(sp.Open(), head); err != nil {
 		return time.Time{}, fmt.Errorf("read: %w", err)
 	}
+	for len(head) > 0 {
+		line, _, _ := bytes.Cut(head, []byte("\n"))
+		if isHeaderField(line) {
+			break
+		}
+		if len(bytes.TrimRight(line, "\r")) == 0 {
+			return time.Time{}, nil // no header field before the body
+		}
+		_, head, _ = bytes.Cut(head, []byte("\n"))
+	}
 	hdr := head
-	if i := bytes.Index(hdr, []byte("\n\n")); i >= 0 {
-		hdr = hdr[:i+1]
-	} else if i := bytes.Index(hdr, []byte("\r\n\r\n")); i >= 0 {
+	if i := bytes.Index(hdr, []byte("\r\n\r\n")); i >= 0 {
 		hdr = hdr[:i+2]
 	}
-	if bytes.IndexByte(hdr, 0) >= 0 {
-		return time.Time{}, fmt.Errorf("%w: binary data (NUL byte) in the header", ErrBadMessage)
-	}
-	line, _, _ := bytes.Cut(hdr, []byte("\n"))
-	if !isHeaderField(line) {
-		return time.Time{}, fmt.Errorf("%w: first line is not a header field", ErrBadMessage)
-	}
-	m, err := mail.ReadMessage(bytes.NewReader(append(hdr, '\n')))
+	m, err := mail.ReadMessage(bytes.NewReader(append(hdr, '\r', '\n')))
 	if err != nil {
-		// Let the parser judge a header net/mail dislikes; only the date is lost.
-		return time.Time{}, nil
+		return time.Time{}, nil // a header net/mail dislikes: only the date is lost
 	}
 	d, err := m.Header.Date()
 	if err != nil {

@@ -160,11 +160,31 @@ func TestDirMaildirAndCorrupt(t *testing.T) {
 		}
 	}
 	want := "cur,new,a,b,mb"
-	wantBad := map[string]string{"empty.eml": "empty", "blob.bin": "not an RFC 5322", "unreadable.eml": "permission denied",
-		"gone.eml": "no such file"}
+	// Issue 11: replay no longer judges what is mail. The empty file and the
+	// binary blob are delivered (the pipeline publishes what the parser
+	// makes of them, a failed event for the empty one); only unreadable
+	// files fail.
+	wantBad := map[string]string{"unreadable.eml": "permission denied", "gone.eml": "no such file"}
+	wantItems := 7
 	if os.Geteuid() == 0 { // root reads anything
 		delete(wantBad, "unreadable.eml")
 		want = "cur,new,a,b,u,mb"
+		wantItems = 8
+	}
+	if len(c.items) != wantItems {
+		t.Errorf("delivered %d messages, want %d", len(c.items), wantItems)
+	}
+	for i, it := range c.items {
+		switch filepath.Base(it.File) {
+		case "empty.eml":
+			if len(c.raws[i]) != 0 {
+				t.Errorf("empty.eml delivered %q", c.raws[i])
+			}
+		case "blob.bin":
+			if !bytes.HasPrefix(c.raws[i], []byte("\x89PNG\r\n\x1a\r\n")) {
+				t.Errorf("blob.bin delivered %q", c.raws[i])
+			}
+		}
 	}
 	if got := strings.Join(subjects, ","); got != want {
 		t.Errorf("replayed %s, want %s", got, want)
@@ -365,4 +385,71 @@ func FuzzMbox(f *testing.F) {
 			t.Errorf("Replayed %d, target got %d", res.Replayed, len(c.raws))
 		}
 	})
+}
+
+// TestReplayAcceptsWhatTheParserAccepts is issue 11's finding 3: files
+// that start with an mbox "From " line (in a Maildir, in a directory of
+// .eml files, or forced as eml), with LF or CRLF, and a banner line before
+// the header are all delivered, one message each. The "From " line is
+// dropped wherever it is met, so the same message gives the same bytes
+// (and so the same event id) from a Maildir, a directory and an mbox.
+func TestReplayAcceptsWhatTheParserAccepts(t *testing.T) {
+	dir := t.TempDir()
+	const fromLine = "From customer@example.org Tue Nov 24 10:00:00 2026"
+	plain := map[string]string{}
+	for i, nl := range []string{"\n", "\r\n", "\n"} {
+		m := msg(fmt.Sprintf("m%d", i), "body "+fmt.Sprint(i)+"\n", nl)
+		plain[fmt.Sprintf("m%d", i)] = strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n")
+		writeFile(t, filepath.Join(dir, "Maildir", []string{"cur", "new", "cur"}[i], fmt.Sprintf("%d.host:2,", i)), fromLine+nl+m)
+		writeFile(t, filepath.Join(dir, "emls", fmt.Sprintf("%d.eml", i)), fromLine+nl+m)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "Maildir", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	banner := "---- Original email message ----\n" + msg("banner", "b\n", "\n")
+	writeFile(t, filepath.Join(dir, "banner.eml"), banner)
+
+	for _, tc := range []struct {
+		name   string
+		paths  []string
+		format Format
+		want   int
+	}{
+		{"maildir", []string{filepath.Join(dir, "Maildir")}, FormatAuto, 3},
+		{"dir of eml", []string{filepath.Join(dir, "emls")}, FormatAuto, 3},
+		{"forced eml", []string{filepath.Join(dir, "emls", "0.eml"), filepath.Join(dir, "emls", "1.eml")}, FormatEML, 2},
+		{"forced maildir", []string{filepath.Join(dir, "Maildir")}, FormatMaildir, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, res, err := replayAll(t, tc.paths, tc.format)
+			if err != nil || len(c.raws) != tc.want || res.Replayed != tc.want {
+				t.Fatalf("replayed %d (%v), err %v; want %d", len(c.raws), res.Failures, err, tc.want)
+			}
+			for i, raw := range c.raws {
+				subj := ""
+				for _, l := range strings.Split(string(raw), "\r\n") {
+					if s, ok := strings.CutPrefix(l, "Subject: "); ok {
+						subj = s
+					}
+				}
+				if want, ok := plain[subj]; !ok || string(raw) != want {
+					t.Errorf("message %d (%s): delivered %q, want the message without its From line, CRLF: %q", i, subj, raw, want)
+				}
+				if got := c.items[i].Date; !got.Equal(time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)) {
+					t.Errorf("message %d: date %v, want the From line's", i, got)
+				}
+			}
+		})
+	}
+
+	c, res, err := replayAll(t, []string{filepath.Join(dir, "banner.eml")}, FormatAuto)
+	if err != nil || res.Replayed != 1 {
+		t.Fatalf("banner: %v %v", err, res.Failures)
+	}
+	if want := strings.ReplaceAll(banner, "\n", "\r\n"); string(c.raws[0]) != want {
+		t.Errorf("banner file delivered %q, want it as it is (CRLF): %q", c.raws[0], want)
+	}
+	if want := time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC); !c.items[0].Date.Equal(want) {
+		t.Errorf("banner file: date %v, want the Date header's %v", c.items[0].Date, want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,8 +109,17 @@ func dryRunEvent(srv config.Server, opts parser.Options) replay.EventFunc {
 		}
 		m, err := parser.Parse(msg.Body.Open(), opts)
 		if err != nil {
+			if errors.Is(err, parser.ErrRead) || errors.Is(err, parser.ErrSink) {
+				return nil, err // a read error, not the message's fault: listed as failed to replay
+			}
+			// What the pipeline publishes for mail it cannot parse.
+			ev.ID += pipeline.FailedIDSuffix
 			ev.Kind = publisher.KindFailed
-			ev.Error = &publisher.Failure{Code: "parse", Message: err.Error()}
+			code := pipeline.CodeParseError
+			if errors.Is(err, parser.ErrEmpty) {
+				code = pipeline.CodeEmpty
+			}
+			ev.Error = &publisher.Failure{Code: code, Message: err.Error()}
 			return ev, nil
 		}
 		ev.Message = m
