@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mailworker/mailworker/config"
+	"github.com/mailworker/mailworker/fetcher/exchangetest"
 	"github.com/mailworker/mailworker/imaptest"
 	"github.com/mailworker/mailworker/storage"
 	"github.com/mailworker/mailworker/storage/storagetest"
@@ -54,7 +55,9 @@ import (
 //   - hosts and ports: imap/imaps servers point at a private Dovecot
 //     (package imaptest) whose user is the block's username with the
 //     password its password_env names, trusting Dovecot's CA (tls.ca_file);
-//     EWS and Graph URLs and OAuth token URLs point at a closed loopback
+//     EWS servers with a password or NTLM point at exchangetest's EWS fake
+//     (same user, password, folders) over TLS, trusting its certificate;
+//     other EWS, Graph and OAuth token URLs point at a closed loopback
 //     port; the embedded NATS listens on 127.0.0.1:0 (never the system's
 //     4222), the admin listener on a free loopback port; a nats.url is
 //     left alone (only check-config sees it);
@@ -70,8 +73,9 @@ import (
 //
 // Then check-config must pass. A whole configuration is also run: run must
 // keep running for at least two fetch intervals (a second run shows in
-// status), an IMAP server with a password must actually fetch the message
-// seeded into its Dovecot folder (status: published ≥ 1, no error), status
+// status), an IMAP server with a password (and an EWS server pointed at
+// the fake) must actually fetch the message seeded into its folder
+// (status: published ≥ 1, a successful run), status
 // must work against the running worker, and SIGTERM must stop it with
 // status 0.
 //
@@ -426,9 +430,10 @@ func setupDocConfig(t *testing.T, b docBlock, data []byte, whole bool) *docSetup
 					folder = "INBOX"
 				}
 				local, _, _ := strings.Cut(srv.Username, "@") // Dovecot's home is per %n
-				dovecot.SeedMaildir(local, folder, [][]byte{[]byte(fmt.Sprintf(
-					"From: customer@example.org\r\nTo: %s\r\nSubject: docs test %s\r\nMessage-ID: <docs-%s@example.org>\r\n\r\nHello from the docs test.\r\n",
-					srv.Username, b.name(), randomHex(8)))})
+				if dest, ok := strings.CutPrefix(srv.AfterFetch, "move:"); ok {
+					dovecot.SeedMaildir(local, dest, nil) // the folder the block moves mail to exists
+				}
+				dovecot.SeedMaildir(local, folder, [][]byte{docsMessage(b, srv)})
 				s.fetchers = append(s.fetchers, srv.Name)
 			}
 		case string(config.ProtocolEWS):
@@ -437,6 +442,41 @@ func setupDocConfig(t *testing.T, b docBlock, data []byte, whole bool) *docSetup
 				t.Fatalf("%s: server %s: ews_url %q", b.name(), srv.Name, srv.EWSURL)
 			}
 			u.Host = fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
+			auth := map[string]exchangetest.EWSAuth{string(config.AuthPassword): exchangetest.EWSBasic, string(config.AuthNTLM): exchangetest.EWSNTLM}
+			if a, ok := auth[srv.Auth.Method]; ok && whole {
+				// Password or NTLM: exchangetest's EWS fake over TLS, with
+				// the block's user and the password its password_env names.
+				pw := "docs-test-" + randomHex(8)
+				if v := valueAt(srvNode, "auth", "password_env"); v != "" {
+					secretValue[v] = pw
+				}
+				if v := valueAt(srvNode, "auth", "password_file"); v != "" {
+					fileValue[pre+"AUTH_PASSWORD_FILE"] = pw
+				}
+				ews := exchangetest.NewEWS(t, exchangetest.EWSOptions{Auth: a, Username: srv.Username, Password: pw, TLS: true})
+				fake, err := url.Parse(ews.URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				u.Host = fake.Host
+				ca := filepath.Join(t.TempDir(), "ews-ca.pem")
+				if err := os.WriteFile(ca, ews.CertPEM(), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				s.env[pre+"TLS_CA_FILE"] = ca
+				folder := srv.Folder
+				if folder == "" {
+					folder = "inbox"
+				}
+				if ews.FolderID(folder) == "" {
+					ews.AddFolder(folder)
+				}
+				if dest, ok := strings.CutPrefix(srv.AfterFetch, "move:"); ok && ews.FolderID(dest) == "" {
+					ews.AddFolder(dest)
+				}
+				ews.Deliver(folder, docsMessage(b, srv), false)
+				s.fetchers = append(s.fetchers, srv.Name)
+			}
 			s.env[pre+"EWS_URL"] = u.String()
 		case string(config.ProtocolGraph):
 			s.env[pre+"GRAPH_URL"] = fmt.Sprintf("https://127.0.0.1:%d/v1.0", freeLoopbackPort(t))
@@ -507,6 +547,12 @@ func valueAt(n *yaml.Node, keys ...string) string {
 		return ""
 	}
 	return n.Value
+}
+
+// docsMessage is the message seeded into a block's mailbox.
+func docsMessage(b docBlock, srv docServer) []byte {
+	return []byte(fmt.Sprintf("From: customer@example.org\r\nTo: %s\r\nSubject: docs test %s\r\nMessage-ID: <docs-%s@example.org>\r\n\r\nHello from the docs test.\r\n",
+		srv.Username, b.name(), randomHex(8)))
 }
 
 // docsDovecotPassword is the Dovecot password of a docs block's user.
