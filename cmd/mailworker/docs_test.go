@@ -35,7 +35,8 @@ import (
 )
 
 // The docs walk: every fenced ```yaml (or ```yml) block of README.md and
-// docs/*.md is run through the built binary, the way a user copies it.
+// docs/*.md, and mailworker.example.yaml, is run through the built binary,
+// the way a user copies it.
 //
 //   - A block with a top-level servers: key is a whole configuration. It is
 //     written verbatim as mailworker.yaml into an empty directory, which is
@@ -75,7 +76,7 @@ import (
 // keep running for at least two fetch intervals (a second run shows in
 // status), an IMAP server with a password (and an EWS server pointed at
 // the fake) must actually fetch the message seeded into its folder
-// (status: published ≥ 1, a successful run), status
+// (status: an event published or suppressed, a successful run), status
 // must work against the running worker, and SIGTERM must stop it with
 // status 0.
 //
@@ -121,6 +122,13 @@ func docYAMLBlocks(t *testing.T) []docBlock {
 		}
 		out = append(out, bs...)
 	}
+	// The README's first step is `cp mailworker.example.yaml
+	// mailworker.yaml`: the example file is walked like a whole block.
+	example, err := os.ReadFile(filepath.Join(repoRoot, "mailworker.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append(out, docBlock{file: "mailworker.example.yaml", line: 1, text: string(example)})
 	return out
 }
 
@@ -619,17 +627,23 @@ func (s *docSetup) status(t *testing.T, bin string) ([]worker.ServerStatus, stri
 // the top of this file).
 func TestDocsYAMLBlocks(t *testing.T) {
 	blocks := docYAMLBlocks(t)
-	if len(blocks) < 6 {
+	if len(blocks) < 7 {
 		t.Fatalf("found %d yaml blocks in README.md and docs/*.md; the extraction is broken", len(blocks))
 	}
 	minimal := minimalConfig(t, blocks)
 	bin := mailworkerBinary(t)
+	// The blocks run at once: each mostly waits for fetch intervals, so
+	// they are started from goroutines rather than with t.Parallel, whose
+	// limit (-parallel, GOMAXPROCS: 2 here) would queue them.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, b := range blocks {
-		t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(b.name()), func(t *testing.T) {
+		wg.Add(1)
+		go t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(b.name()), func(t *testing.T) {
+			defer wg.Done()
 			if b.skip != "" {
 				t.Skipf("%s: marked docs-test: skip %s", b.name(), b.skip)
 			}
-			t.Parallel()
 			data, whole := docConfig(t, b, minimal)
 			s := setupDocConfig(t, b, data, whole)
 			t.Logf("%s: %s configuration, env %v", b.name(), map[bool]string{true: "whole", false: "fragment merged into the minimal"}[whole], s.env)
@@ -713,7 +727,8 @@ func runDocConfig(t *testing.T, b docBlock, s *docSetup, bin string) {
 				if _, ok := first[srv.Name]; !ok {
 					first[srv.Name] = *st.Run.LastRunAt
 				}
-				if slices.Contains(s.fetchers, srv.Name) && (st.Run.Published < 1 || st.Run.LastSuccessAt == nil) {
+				// Suppressed events are published too (disable_new_requests).
+				if slices.Contains(s.fetchers, srv.Name) && (st.Run.Published+st.Run.Suppressed < 1 || st.Run.LastSuccessAt == nil) {
 					done = false
 				}
 			}
