@@ -639,25 +639,30 @@ func TestDocsYAMLBlocks(t *testing.T) {
 	defer wg.Wait()
 	for _, b := range blocks {
 		wg.Add(1)
-		go t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(b.name()), func(t *testing.T) {
-			defer wg.Done()
-			if b.skip != "" {
-				t.Skipf("%s: marked docs-test: skip %s", b.name(), b.skip)
-			}
-			data, whole := docConfig(t, b, minimal)
-			s := setupDocConfig(t, b, data, whole)
-			t.Logf("%s: %s configuration, env %v", b.name(), map[bool]string{true: "whole", false: "fragment merged into the minimal"}[whole], s.env)
+		go func() {
+			defer wg.Done() // after t.Run has reported the subtest's result
+			t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(b.name()), func(t *testing.T) { docBlockTest(t, b, minimal, bin) })
+		}()
+	}
+}
 
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			out, err := s.command(ctx, bin, "check-config").CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s: check-config: %v\n%s\nmailworker.yaml:\n%s", b.name(), err, out, data)
-			}
-			if whole {
-				runDocConfig(t, b, s, bin)
-			}
-		})
+// docBlockTest walks one block.
+func docBlockTest(t *testing.T, b, minimal docBlock, bin string) {
+	if b.skip != "" {
+		t.Skipf("%s: marked docs-test: skip %s", b.name(), b.skip)
+	}
+	data, whole := docConfig(t, b, minimal)
+	s := setupDocConfig(t, b, data, whole)
+	t.Logf("%s: %s configuration, env %v", b.name(), map[bool]string{true: "whole", false: "fragment merged into the minimal"}[whole], s.env)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := s.command(ctx, bin, "check-config").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: check-config: %v\n%s\nmailworker.yaml:\n%s", b.name(), err, out, data)
+	}
+	if whole {
+		runDocConfig(t, b, s, bin)
 	}
 }
 
