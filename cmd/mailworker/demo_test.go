@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,10 @@ func TestDemoBinaryFromEmptyDir(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, stderr.String())
 	}
 	checkDemoSamples(t, demoEvents(t, stdout.String()), stdout.String())
+	m := regexp.MustCompile(`NATS\s+nats://127\.0\.0\.1:(\d+)\s`).FindStringSubmatch(stderr.String())
+	if m == nil || m[1] == "4222" {
+		t.Errorf("the demo's NATS should listen on a free loopback port, not the standard one:\n%s", stderr.String())
+	}
 	if ents, _ := os.ReadDir(cmd.Dir); len(ents) != 0 {
 		t.Errorf("the demo wrote into the current directory: %v", ents)
 	}
