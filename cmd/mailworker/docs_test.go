@@ -72,7 +72,9 @@ import (
 //   - fetch_interval: 10s (the least an admin's configuration accepts), so
 //     that two intervals pass quickly.
 //
-// Then check-config must pass. A whole configuration is also run: run must
+// Then check-config must pass. For a whole configuration, test-connection
+// must pass for every server the test gives a mailbox (below), and it is
+// run: run must
 // keep running for at least two fetch intervals (a second run shows in
 // status), an IMAP server with a password (and an EWS server pointed at
 // the fake) must actually fetch the message seeded into its folder
@@ -661,9 +663,19 @@ func docBlockTest(t *testing.T, b, minimal docBlock, bin string) {
 	if err != nil {
 		t.Fatalf("%s: check-config: %v\n%s\nmailworker.yaml:\n%s", b.name(), err, out, data)
 	}
-	if whole {
-		runDocConfig(t, b, s, bin)
+	if !whole {
+		return
 	}
+	// The README's next step: test-connection of each server that can be
+	// reached here; it logs in and parses the oldest message, changing
+	// nothing.
+	for _, name := range s.fetchers {
+		out, err := s.command(ctx, bin, "test-connection", "--server", name).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "nothing was changed") {
+			t.Fatalf("%s: test-connection --server %s: %v\n%s", b.name(), name, err, out)
+		}
+	}
+	runDocConfig(t, b, s, bin)
 }
 
 // runDocConfig runs a whole configuration: it must keep running for two
