@@ -858,3 +858,106 @@ func TestDocsYAMLExtraction(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeReplayCommands runs the commands of README.md's "Replaying
+// messages" block as written, through the binary, in a directory holding
+// the README's minimal configuration and a copy of samples/mail (a clone
+// with a configuration), with ~ a home whose Downloads/customer.eml starts
+// with an mbox "From " line, as mail saved from an archive does. The
+// embedded NATS listens on a free loopback port (MAILWORKER_NATS_LISTEN),
+// never the system's 4222.
+func TestReadmeReplayCommands(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Replaying messages\n")
+	if !ok {
+		t.Fatal(`README.md: no "## Replaying messages" section`)
+	}
+	_, block, ok := strings.Cut(section, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok || block == "" {
+		t.Fatal(`README.md: no sh block in "Replaying messages"`)
+	}
+	blocks := docYAMLBlocks(t)
+	minimal := minimalConfig(t, blocks)
+	bin := mailworkerBinary(t)
+
+	dir, home := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "mailworker.yaml"), []byte(minimal.text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dir, "samples", "mail"), os.DirFS(filepath.Join(repoRoot, "samples", "mail"))); err != nil {
+		t.Fatal(err)
+	}
+	customer := "From customer@example.org Tue Nov 24 10:00:00 2026\nFrom: customer@example.org\nTo: support@example.com\n" +
+		"Subject: saved from the archive\nMessage-ID: <saved@example.org>\n\nThe printer again.\n"
+	if err := os.MkdirAll(filepath.Join(home, "Downloads"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "Downloads", "customer.eml"), []byte(customer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOME": home, "MAILWORKER_NATS_LISTEN": "127.0.0.1:0", "SUPPORT_IMAP_PASSWORD": "unused-by-replay"}
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Dir, cmd.Env = dir, cleanEnv(env)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("mailworker %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		}
+		return out.String(), errb.String()
+	}
+
+	var ran []string
+	for _, line := range strings.Split(block, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] != "mailworker" {
+			t.Fatalf("README replay block: %q is not a mailworker command; extend this test", line)
+		}
+		for i := range f {
+			if rest, ok := strings.CutPrefix(f[i], "~/"); ok {
+				f[i] = filepath.Join(home, rest)
+			}
+		}
+		out, errOut := run(f[1:]...)
+		ran = append(ran, strings.Join(f[1:3], " "))
+		switch {
+		case slices.Contains(f, "--dry-run"):
+			if n := strings.Count(out, "\n"); n != 10 || !strings.Contains(errOut, "replayed 10 messages") {
+				t.Errorf("%s: printed %d events, want 10:\n%s", line, n, errOut)
+			}
+		case slices.Contains(f, "--server"):
+			if !strings.Contains(errOut, "replayed 1 messages") {
+				t.Errorf("%s:\n%s", line, errOut)
+			}
+		}
+	}
+	if len(ran) != 2 {
+		t.Fatalf("ran %v; the README's replay block changed, extend this test", ran)
+	}
+	// What was published: one event for the saved mail, without its From line.
+	out, _ := run("events", "--server", "support")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var ev struct {
+		Server, Kind, Subject string
+		Raw                   struct{ Size int64 }
+	}
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &ev) != nil {
+		t.Fatalf("events --server support printed:\n%s", out)
+	}
+	_, msg, _ := strings.Cut(customer, "\n")
+	if ev.Server != "support" || ev.Kind != "new_request" || ev.Subject != "saved from the archive" ||
+		ev.Raw.Size != int64(len(msg)+strings.Count(msg, "\n")) {
+		t.Errorf("event %+v; want support's new_request of the message without its From line, CRLF (%d bytes)", ev, len(msg)+strings.Count(msg, "\n"))
+	}
+}
