@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -58,6 +60,9 @@ import (
 //     password its password_env names, trusting Dovecot's CA (tls.ca_file);
 //     EWS servers with a password or NTLM point at exchangetest's EWS fake
 //     (same user, password, folders) over TLS, trusting its certificate;
+//     Graph servers with app-only OAuth (client_credentials) point at
+//     exchangetest's Graph fake, their token_url at a small endpoint that
+//     gives the fake's token for the secret client_secret_env names;
 //     other EWS, Graph and OAuth token URLs point at a closed loopback
 //     port; the embedded NATS listens on 127.0.0.1:0 (never the system's
 //     4222), the admin listener on a free loopback port; a nats.url is
@@ -300,10 +305,12 @@ type docServer struct {
 	Folder     string `yaml:"folder"`
 	EWSURL     string `yaml:"ews_url"`
 	AfterFetch string `yaml:"after_fetch"`
+	Mailbox    string `yaml:"mailbox"`
 	Auth       struct {
 		Method string `yaml:"method"`
 		OAuth  struct {
 			Provider string `yaml:"provider"`
+			Flow     string `yaml:"flow"`
 		} `yaml:"oauth"`
 	} `yaml:"auth"`
 }
@@ -490,8 +497,37 @@ func setupDocConfig(t *testing.T, b docBlock, data []byte, whole bool) *docSetup
 			s.env[pre+"EWS_URL"] = u.String()
 		case string(config.ProtocolGraph):
 			s.env[pre+"GRAPH_URL"] = fmt.Sprintf("https://127.0.0.1:%d/v1.0", freeLoopbackPort(t))
+			if whole && srv.Auth.Method == string(config.AuthOAuth2) && srv.Auth.OAuth.Flow == "client_credentials" &&
+				srv.Mailbox != "" && valueAt(srvNode, "auth", "oauth", "client_secret_env") != "" {
+				// App-only: exchangetest's Graph fake over TLS, and a token
+				// endpoint that gives the fake's token for the client
+				// secret the block's client_secret_env names.
+				secret := "docs-test-" + randomHex(8)
+				secretValue[valueAt(srvNode, "auth", "oauth", "client_secret_env")] = secret
+				token := "docs-graph-token-" + randomHex(8)
+				g := exchangetest.NewGraph(t, exchangetest.GraphOptions{User: srv.Mailbox, Token: token, TLS: true})
+				ca := filepath.Join(t.TempDir(), "graph-ca.pem")
+				if err := os.WriteFile(ca, g.CertPEM(), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				s.env[pre+"GRAPH_URL"] = g.URL
+				s.env[pre+"TLS_CA_FILE"] = ca
+				s.env[pre+"AUTH_OAUTH_TOKEN_URL"] = clientCredentialsEndpoint(t, secret, token) + "/token"
+				folder := srv.Folder
+				if folder == "" {
+					folder = "inbox"
+				}
+				if g.FolderID(folder) == "" {
+					g.AddFolder(folder)
+				}
+				if dest, ok := strings.CutPrefix(srv.AfterFetch, "move:"); ok && g.FolderID(dest) == "" {
+					g.AddFolder(dest)
+				}
+				g.Deliver(folder, docsMessage(b, srv), false)
+				s.fetchers = append(s.fetchers, srv.Name)
+			}
 		}
-		if srv.Auth.Method == string(config.AuthOAuth2) {
+		if srv.Auth.Method == string(config.AuthOAuth2) && s.env[pre+"AUTH_OAUTH_TOKEN_URL"] == "" {
 			s.env[pre+"AUTH_OAUTH_TOKEN_URL"] = fmt.Sprintf("https://127.0.0.1:%d/token", freeLoopbackPort(t))
 		}
 	}
@@ -557,6 +593,31 @@ func valueAt(n *yaml.Node, keys ...string) string {
 		return ""
 	}
 	return n.Value
+}
+
+// clientCredentialsEndpoint serves an OAuth token endpoint (http on
+// loopback, which token_url accepts) that answers a client_credentials
+// grant carrying secret with token.
+func clientCredentialsEndpoint(t *testing.T, secret, token string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		sec := r.PostForm.Get("client_secret")
+		if _, p, ok := r.BasicAuth(); ok {
+			sec = p
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.PostForm.Get("grant_type") != "client_credentials" || sec != secret {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":"invalid_client"}`)
+			return
+		}
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, token)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // docsMessage is the message seeded into a block's mailbox.
