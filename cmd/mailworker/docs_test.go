@@ -31,6 +31,7 @@ import (
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/fetcher/exchangetest"
 	"github.com/mailworker/mailworker/imaptest"
+	"github.com/mailworker/mailworker/oauth/oauthtest"
 	"github.com/mailworker/mailworker/storage"
 	"github.com/mailworker/mailworker/storage/storagetest"
 	"github.com/mailworker/mailworker/worker"
@@ -60,6 +61,9 @@ import (
 //     password its password_env names, trusting Dovecot's CA (tls.ca_file);
 //     EWS servers with a password or NTLM point at exchangetest's EWS fake
 //     (same user, password, folders) over TLS, trusting its certificate;
+//     imap/imaps servers with delegated OAuth point at a Dovecot that
+//     checks tokens with oauthtest, their token_url at oauthtest, and get
+//     a token through `oauth set-token` (as docs/oauth.md shows);
 //     Graph servers with app-only OAuth (client_credentials) point at
 //     exchangetest's Graph fake, their token_url at a small endpoint that
 //     gives the fake's token for the secret client_secret_env names;
@@ -320,7 +324,9 @@ type docSetup struct {
 	dir      string
 	env      map[string]string
 	servers  []docServer
-	fetchers []string // servers expected to fetch the seeded message
+	fetchers []string          // servers expected to fetch the seeded message
+	tokens   map[string][]byte // server -> token JSON for `oauth set-token`
+	secrets  []string          // besides the env's: OAuth tokens
 }
 
 // randomHex returns n random bytes in hex.
@@ -424,17 +430,14 @@ func setupDocConfig(t *testing.T, b docBlock, data []byte, whole bool) *docSetup
 				s.env[pre+"PORT"] = strconv.Itoa(freeLoopbackPort(t))
 				break
 			}
-			if dovecot == nil {
-				dovecot = startDocsDovecot(t, doc.Servers)
-			}
-			port := dovecot.Port()
-			if srv.Protocol == string(config.ProtocolIMAP) {
-				port = dovecot.StartTLSPort()
-			}
-			s.env[pre+"HOST"] = "127.0.0.1"
-			s.env[pre+"PORT"] = strconv.Itoa(port)
-			s.env[pre+"TLS_CA_FILE"] = dovecot.CAFile()
-			if srv.Auth.Method == string(config.AuthPassword) || srv.Auth.Method == "" {
+			var dc *imaptest.Dovecot
+			mailbox := false
+			switch {
+			case srv.Auth.Method == string(config.AuthPassword) || srv.Auth.Method == "":
+				if dovecot == nil {
+					dovecot = startDocsDovecot(t, doc.Servers)
+				}
+				dc, mailbox = dovecot, true
 				pw := docsDovecotPassword(srv.Username)
 				if v := valueAt(srvNode, "auth", "password_env"); v != "" {
 					secretValue[v] = pw
@@ -442,15 +445,52 @@ func setupDocConfig(t *testing.T, b docBlock, data []byte, whole bool) *docSetup
 				if v := valueAt(srvNode, "auth", "password_file"); v != "" {
 					fileValue[pre+"AUTH_PASSWORD_FILE"] = pw
 				}
+			case srv.Auth.Method == string(config.AuthOAuth2) && srv.Auth.OAuth.Flow != "client_credentials":
+				// Delegated OAuth: oauthtest as the provider (token_url)
+				// and a Dovecot that checks tokens with it; the token a
+				// person would get by signing in is stored with `oauth
+				// set-token`, as docs/oauth.md shows, before run.
+				secret := ""
+				if v := valueAt(srvNode, "auth", "oauth", "client_secret_env"); v != "" {
+					secret = "docs-test-" + randomHex(8)
+					secretValue[v] = secret
+				}
+				o := oauthtest.Start(t, oauthtest.Options{ClientID: valueAt(srvNode, "auth", "oauth", "client_id"), ClientSecret: secret, Username: srv.Username})
+				s.env[pre+"AUTH_OAUTH_TOKEN_URL"] = o.TokenURL()
+				access, refresh := o.IssueGrant(srv.Username)
+				tok, err := json.Marshal(map[string]any{"access_token": access, "refresh_token": refresh, "expiry": time.Now().Add(time.Hour)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s.tokens == nil {
+					s.tokens = map[string][]byte{}
+				}
+				s.tokens[srv.Name] = tok
+				s.secrets = append(s.secrets, access, refresh)
+				dc, mailbox = imaptest.StartDovecot(t, imaptest.DovecotOptions{IntrospectionURL: o.IntrospectURL()}), true
+			default:
+				if dovecot == nil {
+					dovecot = startDocsDovecot(t, doc.Servers)
+				}
+				dc = dovecot
+			}
+			port := dc.Port()
+			if srv.Protocol == string(config.ProtocolIMAP) {
+				port = dc.StartTLSPort()
+			}
+			s.env[pre+"HOST"] = "127.0.0.1"
+			s.env[pre+"PORT"] = strconv.Itoa(port)
+			s.env[pre+"TLS_CA_FILE"] = dc.CAFile()
+			if mailbox {
 				folder := srv.Folder
 				if folder == "" {
 					folder = "INBOX"
 				}
 				local, _, _ := strings.Cut(srv.Username, "@") // Dovecot's home is per %n
 				if dest, ok := strings.CutPrefix(srv.AfterFetch, "move:"); ok {
-					dovecot.SeedMaildir(local, dest, nil) // the folder the block moves mail to exists
+					dc.SeedMaildir(local, dest, nil) // the folder the block moves mail to exists
 				}
-				dovecot.SeedMaildir(local, folder, [][]byte{docsMessage(b, srv)})
+				dc.SeedMaildir(local, folder, [][]byte{docsMessage(b, srv)})
 				s.fetchers = append(s.fetchers, srv.Name)
 			}
 		case string(config.ProtocolEWS):
@@ -727,6 +767,15 @@ func docBlockTest(t *testing.T, b, minimal docBlock, bin string) {
 	if !whole {
 		return
 	}
+	// Delegated OAuth servers: store the token a sign-in would give, as
+	// docs/oauth.md shows (`oauth set-token --server NAME < token.json`).
+	for name, tok := range s.tokens {
+		cmd := s.command(ctx, bin, "oauth", "set-token", "--server", name)
+		cmd.Stdin = bytes.NewReader(tok)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: oauth set-token --server %s: %v\n%s", b.name(), name, err, out)
+		}
+	}
 	// The README's next step: test-connection of each server that can be
 	// reached here; it logs in and parses the oldest message, changing
 	// nothing.
@@ -875,10 +924,16 @@ func runDocConfig(t *testing.T, b docBlock, s *docSetup, bin string) {
 	// Secrets given through the environment never reach the output.
 	sc := bufio.NewScanner(strings.NewReader(logs.String()))
 	sc.Buffer(nil, 1<<20)
+	secrets := slices.Clone(s.secrets)
+	for k, v := range s.env {
+		if strings.HasPrefix(v, "docs-") && !strings.HasPrefix(k, "MAILWORKER_") {
+			secrets = append(secrets, v)
+		}
+	}
 	for sc.Scan() {
-		for k, v := range s.env {
-			if strings.HasPrefix(v, "docs-") && !strings.HasPrefix(k, "MAILWORKER_") && strings.Contains(sc.Text(), v) {
-				t.Errorf("%s: the secret in %s appears in run's output: %s", b.name(), k, sc.Text())
+		for _, v := range secrets {
+			if strings.Contains(sc.Text(), v) {
+				t.Errorf("%s: a secret (%.12s…) appears in run's output: %s", b.name(), v, sc.Text())
 			}
 		}
 	}
