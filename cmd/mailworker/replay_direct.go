@@ -107,20 +107,26 @@ func dryRunEvent(srv config.Server, opts parser.Options) replay.EventFunc {
 			ReceivedAt: time.Now().UTC(),
 			Raw:        publisher.Raw{Size: size, SHA256: sha},
 		}
+		// What the pipeline publishes for mail it does not parse.
+		failed := func(code string, err error) (any, error) {
+			ev.ID += pipeline.FailedIDSuffix
+			ev.Kind = publisher.KindFailed
+			ev.Error = &publisher.Failure{Code: code, Message: err.Error()}
+			return ev, nil
+		}
+		if max := opts.MaxMessageBytes; max > 0 && size > max {
+			return failed(pipeline.CodeTooLarge, fmt.Errorf("message of %d bytes is over max_message_bytes (%d); not parsed", size, max))
+		}
 		m, err := parser.Parse(msg.Body.Open(), opts)
 		if err != nil {
 			if errors.Is(err, parser.ErrRead) || errors.Is(err, parser.ErrSink) {
 				return nil, err // a read error, not the message's fault: listed as failed to replay
 			}
-			// What the pipeline publishes for mail it cannot parse.
-			ev.ID += pipeline.FailedIDSuffix
-			ev.Kind = publisher.KindFailed
 			code := pipeline.CodeParseError
 			if errors.Is(err, parser.ErrEmpty) {
 				code = pipeline.CodeEmpty
 			}
-			ev.Error = &publisher.Failure{Code: code, Message: err.Error()}
-			return ev, nil
+			return failed(code, err)
 		}
 		ev.Message = m
 		ev.Kind = publisher.Classify(m, false)

@@ -334,6 +334,17 @@ func TestReplayBadInput(t *testing.T) {
 	if evs["good.eml"].Kind != publisher.KindNewRequest || evs["blob.bin"].ID != publisher.EventID(ReplayServerName, "", sha256Hex([]byte{0x7f, 'E', 'L', 'F', 0, 0, 0})) {
 		t.Errorf("events: %v", evs)
 	}
+	// Over parser.max_message_bytes: the pipeline's too_large failed event.
+	cfg := filepath.Join(t.TempDir(), "mailworker.yaml")
+	if err := os.WriteFile(cfg, []byte("parser: {max_message_bytes: 100}\nservers: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = cli(t, nil, "replay", "--config", cfg, "--dry-run", "--progress", "none", filepath.Join(dir, "good.eml"))
+	var big publisher.Event
+	if code != 0 || json.Unmarshal([]byte(stdout), &big) != nil || big.Kind != publisher.KindFailed || big.Error == nil ||
+		big.Error.Code != pipeline.CodeTooLarge || !strings.HasSuffix(big.ID, pipeline.FailedIDSuffix) {
+		t.Errorf("over max_message_bytes: exit %d, %s\n%s", code, stdout, stderr)
+	}
 	if os.Geteuid() != 0 {
 		unreadable := filepath.Join(dir, "unreadable.eml")
 		if err := os.WriteFile(unreadable, raw, 0); err != nil {
