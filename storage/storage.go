@@ -76,7 +76,14 @@ func Open(ctx context.Context, cfg config.Database, dataDir string) (*sqlx.DB, e
 		db.Close()
 		return nil, fmt.Errorf("database: connect %s: %w", driver, err)
 	}
-	if err := Migrate(ctx, db, driver); err != nil {
+	sqliteFile := ""
+	if driver == SQLite {
+		sqliteFile = sqliteDSN(cfg.DSN)
+		if cfg.DSN == "" {
+			sqliteFile = filepath.Join(dataDir, "mailworker.db")
+		}
+	}
+	if err := migrateLocked(ctx, db, driver, sqliteFile); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -91,16 +98,11 @@ func sqliteDSN(dsn string) string {
 	return "file:" + dsn + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
-// Migrate runs the pending migrations of the given driver's dialect.
+// Migrate runs the pending migrations of the given driver's dialect. On
+// PostgreSQL it holds an advisory lock while it does; Open also locks a
+// SQLite file (see migratelock.go).
 func Migrate(ctx context.Context, db *sqlx.DB, driver string) error {
-	p, err := provider(db, driver)
-	if err != nil {
-		return err
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("database: migrate: %w", err)
-	}
-	return nil
+	return migrateLocked(ctx, db, driver, "")
 }
 
 // MigrateDown rolls every migration back (used by tests).
@@ -115,7 +117,7 @@ func MigrateDown(ctx context.Context, db *sqlx.DB, driver string) error {
 	return nil
 }
 
-func provider(db *sqlx.DB, driver string) (*goose.Provider, error) {
+func provider(db *sqlx.DB, driver string, opts ...goose.ProviderOption) (*goose.Provider, error) {
 	dialect, dir := goose.DialectSQLite3, "sqlite"
 	if driver == Postgres {
 		dialect, dir = goose.DialectPostgres, "postgres"
@@ -124,7 +126,7 @@ func provider(db *sqlx.DB, driver string) (*goose.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, db.DB, sub)
+	p, err := goose.NewProvider(dialect, db.DB, sub, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("database: migrations: %w", err)
 	}

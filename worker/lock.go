@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/mailworker/mailworker/internal/flock"
 )
 
 // LockFile is the file, relative to the data directory, that the process
@@ -33,7 +35,7 @@ func LockDataDir(dir string) (*DataDirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data_dir lock: %w", err)
 	}
-	held, err := tryLock(f)
+	held, err := flock.TryLock(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("data_dir lock %s: %w", path, err)
@@ -71,12 +73,12 @@ func DataDirLocked(dir string) bool {
 		return false
 	}
 	defer f.Close()
-	held, err := tryLock(f)
+	held, err := flock.TryLock(f)
 	if err != nil {
 		return false
 	}
 	if held {
-		unlock(f)
+		flock.Unlock(f)
 		return false
 	}
 	return true
@@ -87,7 +89,7 @@ func (l *DataDirLock) Release() {
 	if l == nil || l.f == nil {
 		return
 	}
-	unlock(l.f)
+	flock.Unlock(l.f)
 	l.f.Close()
 	l.f = nil
 }
