@@ -198,6 +198,15 @@ type Server struct {
 	// NewRequestAllow lists senders (address or *@domain) still allowed to
 	// open new requests when DisableNewRequests is set.
 	NewRequestAllow []string `yaml:"new_request_allow"`
+
+	// PlusAddressTicketRef reads the plus-address tag of the address the
+	// mail was for (support+4711@example.com gives 4711) as the ticket
+	// reference when the subject carries none.
+	PlusAddressTicketRef bool `yaml:"plus_address_ticket_ref"`
+	// TrustedAuthservIDs are the authserv-ids (RFC 8601) of the receiving
+	// servers whose Authentication-Results fields go into event.auth;
+	// fields of other ids are ignored. Empty trusts none.
+	TrustedAuthservIDs []string `yaml:"trusted_authserv_ids"`
 }
 
 // AuthMethod is how mailworker authenticates to a server.

@@ -87,6 +87,18 @@ func TestLoadValid(t *testing.T) {
 	if !strings.HasSuffix(c.Path, "mailworker.yaml") {
 		t.Errorf("Path = %q", c.Path)
 	}
+	if s.PlusAddressTicketRef || s.TrustedAuthservIDs != nil {
+		t.Errorf("plus_address_ticket_ref %v trusted_authserv_ids %v, want off and none by default", s.PlusAddressTicketRef, s.TrustedAuthservIDs)
+	}
+
+	c, err = load(t, imapServer+"    plus_address_ticket_ref: true\n    trusted_authserv_ids: [mx.example.com, MX2.example.com]\n", nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	s, _ = c.Server("support")
+	if !s.PlusAddressTicketRef || strings.Join(s.TrustedAuthservIDs, ",") != "mx.example.com,MX2.example.com" {
+		t.Errorf("plus_address_ticket_ref %v trusted_authserv_ids %v", s.PlusAddressTicketRef, s.TrustedAuthservIDs)
+	}
 }
 
 func TestDefaultsByProtocol(t *testing.T) {
@@ -168,6 +180,12 @@ func TestValidation(t *testing.T) {
 		{"new_request_allow", imapServer + "    new_request_allow:\n      - a@example.com\n      - \"*@example.org\"\n      - \"*@\"\n      - \"*.example.org\"\n", []want{
 			{10, "servers.support.new_request_allow[2]", "invalid domain"},
 			{10, "servers.support.new_request_allow[3]", "want address or *@domain"}}},
+		{"trusted_authserv_ids", imapServer + "    plus_address_ticket_ref: true\n    trusted_authserv_ids:\n      - mx.example.com\n      - \"mx example.com\"\n      - \"\"\n      - \"mx;1\"\n", []want{
+			{11, "servers.support.trusted_authserv_ids[1]", "invalid authserv-id"},
+			{11, "servers.support.trusted_authserv_ids[2]", "invalid authserv-id"},
+			{11, "servers.support.trusted_authserv_ids[3]", "invalid authserv-id"}}},
+		{"plus_address_ticket_ref not a bool", imapServer + "    plus_address_ticket_ref: sometimes\n", []want{
+			{10, "servers.support.plus_address_ticket_ref", "want"}}},
 		{"server name", strings.Replace(imapServer, "name: support", "name: Support Desk", 1), []want{{2, "servers[0].name", `invalid name "Support Desk"`}}},
 		{"server name missing", strings.Replace(imapServer, "  - name: support\n    protocol", "  - protocol", 1), []want{{2, "servers[0].name", "required"}}},
 		{"duplicate server", imapServer + strings.TrimPrefix(imapServer, "servers:\n"), []want{{10, "servers.support.name", "duplicate server name \"support\" (first at line 2)"}}},

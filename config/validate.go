@@ -35,7 +35,8 @@ var (
 //     graph; host for imap(s); ews_url for ews (https, or http on a loopback
 //     host); mailbox for graph; fetch_interval at least 10s (MinFetchInterval);
 //     max_per_fetch positive; addresses valid mail addresses;
-//     new_request_allow entries addresses or *@domain.
+//     new_request_allow entries addresses or *@domain; trusted_authserv_ids
+//     non-empty tokens without white space, ';', quotes or parentheses.
 //   - auth: method valid for the protocol (password: imap(s), ews; ntlm: ews;
 //     oauth2: all; graph needs oauth2); password and ntlm need a username and
 //     exactly one of password_env / password_file; oauth2 needs a provider
@@ -345,6 +346,11 @@ func (v *validator) server(p string, s, orig *Server) {
 			v.add(key, "invalid entry %q (want address or *@domain)", a)
 		}
 	}
+	for i, id := range s.TrustedAuthservIDs {
+		if !validAuthservID(id) {
+			v.add(fmt.Sprintf("%s.trusted_authserv_ids[%d]", p, i), "invalid authserv-id %q (want a host name such as mx.example.com, as written first in the Authentication-Results fields)", id)
+		}
+	}
 	if s.FetchInterval.D() < MinFetchInterval || (orig.FetchInterval == 0 && v.set(p+".fetch_interval")) {
 		v.add(p+".fetch_interval", "must be at least %s, got %s (a bare number means minutes)", MinFetchInterval, orig.FetchInterval)
 	}
@@ -586,4 +592,18 @@ func urlsHavePassword(urls string) bool {
 		}
 	}
 	return false
+}
+
+// validAuthservID reports whether id can be an authserv-id as RFC 8601
+// writes it (a token, in practice a host name).
+func validAuthservID(id string) bool {
+	if id == "" || len(id) > 255 {
+		return false
+	}
+	for _, c := range id {
+		if c <= ' ' || c == 0x7f || strings.ContainsRune(`;"()\,=`, c) {
+			return false
+		}
+	}
+	return true
 }
