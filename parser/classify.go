@@ -210,7 +210,7 @@ var (
 		`|el\b.{0,200}\bescribi[óo]\s*:` + // Spanish
 		`|em\b.{0,200}\bescreveu\s*:` + // Portuguese
 		`|op\b.{0,200}\bschreef.{0,200}:` + // Dutch
-		`|.{0,200}(さんは書きました|のメッセージ|wrote)\s*[:：]` + // Japanese
+		`|.{0,200}(さんは書きました|のメッセージ|のメール|wrote)\s*[:：]` + // Japanese
 		`|\d{4}年\d{1,2}月\d{1,2}日.{0,200}[:：]` + // Japanese (Gmail)
 		`)\s*$`)
 	// "-----Original Message-----" and translations.

@@ -31,13 +31,18 @@ type Message struct {
 	BounceInfo *BounceInfo `json:"bounce_info,omitempty"` // set when Bounce
 	Loop       bool        `json:"loop"`
 
+	// Recipient, header, signature and authentication fields (issue 17):
+	// see recipient.go, headerlist.go, signature.go, authresults.go.
+	Extra
+
 	Warnings []Warning `json:"warnings"` // never null
 }
 
 // Address is one mailbox.
 type Address struct {
-	Address string `json:"address"` // local@domain, decoded (RFC 6532 UTF-8 kept)
-	Name    string `json:"name"`    // display name, decoded and unquoted; "" when none
+	Address string `json:"address"`       // local@domain, decoded (RFC 6532 UTF-8 kept)
+	Name    string `json:"name"`          // display name, decoded and unquoted; "" when none
+	Tag     string `json:"tag,omitempty"` // plus-address tag of a recipient (support+4711@ gives 4711)
 }
 
 // Attachment describes one attachment; its bytes went to the Sink.

@@ -59,6 +59,9 @@ type Options struct {
 	// OwnAddresses are the mailbox's own addresses; a message From one of
 	// them is marked Loop. Compared case-insensitively.
 	OwnAddresses []string
+	// ServerOptions are the per-server settings of the fields of Extra
+	// (see ForServer).
+	ServerOptions
 
 	// Sink receives every attachment's decoded bytes. nil discards them
 	// (only size and SHA-256 are computed).

@@ -129,6 +129,7 @@ func Parse(r io.Reader, opts Options) (*Message, error) {
 		p.warn(WarnMessageTooLarge, fmt.Sprintf("message over %d bytes; the rest was not read", p.opts.MaxMessageBytes))
 	}
 	p.finish(h)
+	p.finishExtra(h)
 	return p.msg, nil
 }
 

@@ -38,7 +38,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := Parse(bytes.NewReader(raw), Options{OwnAddresses: []string{"support@example.com"}})
+			m, err := Parse(bytes.NewReader(raw), goldenOptions(t, f))
 			if err != nil {
 				t.Fatalf("Parse(%s) = %v", f, err)
 			}
@@ -59,6 +59,31 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goldenOptions are the options a testdata mail is parsed with: own
+// address support@example.com, or what NAME.options.json next to it says
+// (the per-server settings: addresses, plus_address_ticket_ref,
+// trusted_authserv_ids).
+func goldenOptions(t *testing.T, eml string) Options {
+	t.Helper()
+	o := Options{OwnAddresses: []string{"support@example.com"}}
+	raw, err := os.ReadFile(strings.TrimSuffix(eml, ".eml") + ".options.json")
+	if errors.Is(err, os.ErrNotExist) {
+		return o
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srv struct {
+		Addresses            []string `json:"addresses"`
+		PlusAddressTicketRef bool     `json:"plus_address_ticket_ref"`
+		TrustedAuthservIDs   []string `json:"trusted_authserv_ids"`
+	}
+	if err := json.Unmarshal(raw, &srv); err != nil {
+		t.Fatalf("%s.options.json: %v", eml, err)
+	}
+	return o.ForServer(config.Server{Addresses: srv.Addresses, PlusAddressTicketRef: srv.PlusAddressTicketRef, TrustedAuthservIDs: srv.TrustedAuthservIDs})
 }
 
 // TestFacts checks the facts each hand-written mail was written for, so a
