@@ -147,6 +147,7 @@ func (p *Pipeline) ForServer(srv config.Server, logger *slog.Logger) fetcher.Sin
 		name:       srv.Name,
 		mailbox:    Mailbox(srv),
 		own:        append([]string(nil), srv.Addresses...),
+		extra:      parser.Options{}.ForServer(srv).ServerOptions,
 		debug:      srv.EmailDebug,
 		disableNew: srv.DisableNewRequests,
 		allow:      append([]string(nil), srv.NewRequestAllow...),
@@ -178,6 +179,7 @@ type serverSink struct {
 	name       string
 	mailbox    string
 	own        []string
+	extra      parser.ServerOptions // plus_address_ticket_ref, trusted_authserv_ids
 	debug      bool
 	disableNew bool
 	allow      []string
@@ -293,6 +295,7 @@ func (s *serverSink) onError(ctx context.Context, h *handling, err error) (fetch
 func (s *serverSink) parse(ctx context.Context, r io.Reader) (*parser.Message, error) {
 	opts := s.p.opts
 	opts.OwnAddresses = s.own
+	opts.ServerOptions = s.extra
 	if s.p.objects != nil {
 		opts.Sink = s.p.objects.Sink(ctx)
 	}
@@ -353,6 +356,9 @@ func reason(m *parser.Message, k publisher.Kind, thread string) string {
 		}
 		return "auto: automatic reply headers"
 	case publisher.KindReply:
+		if m.TicketRef != "" && m.TicketRefSource == "plus_address" {
+			return fmt.Sprintf("ticket_ref %s from the plus address %s", m.TicketRef, m.OriginalRecipient.Address)
+		}
 		if m.TicketRef != "" {
 			return fmt.Sprintf("ticket_ref [#%s] in subject", m.TicketRef)
 		}

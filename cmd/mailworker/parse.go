@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/parser"
 	"github.com/mailworker/mailworker/publisher"
 )
@@ -19,7 +20,7 @@ import (
 func init() {
 	register(&command{
 		name:    "parse",
-		usage:   "[--config FILE] FILE|- [FILE…]",
+		usage:   "[--config FILE] [--server NAME] FILE|- [FILE…]",
 		summary: "parse .eml files and print one event (schema v1) per file as JSON",
 		run:     runParse,
 	})
@@ -31,15 +32,16 @@ func init() {
 func runParse(env *cliEnv, args []string) int {
 	flags := flag.NewFlagSet("parse", flag.ContinueOnError)
 	flags.SetOutput(env.stderr)
-	cfgPath := configFlag(flags) // optional here: only the parser section is used
+	cfgPath := configFlag(flags) // optional here: only the parser section (and --server's settings) is used
+	server := flags.String("server", "", "parse as server `NAME` of the configuration would (its addresses, plus_address_ticket_ref, trusted_authserv_ids; sets server, mailbox and id)")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
 	if flags.NArg() == 0 {
-		fmt.Fprintln(env.stderr, "usage: mailworker parse [--config FILE] FILE|- [FILE…]")
+		fmt.Fprintln(env.stderr, "usage: mailworker parse [--config FILE] [--server NAME] FILE|- [FILE…]")
 		return 2
 	}
-	opts, err := parseOptions(env, *cfgPath)
+	opts, srv, err := parseOptions(env, *cfgPath, *server)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mailworker parse: %v\n", err)
 		return 2
@@ -48,7 +50,7 @@ func runParse(env *cliEnv, args []string) int {
 	enc := json.NewEncoder(env.stdout)
 	enc.SetEscapeHTML(false)
 	for _, name := range flags.Args() {
-		ev, err := parseFile(env, name, opts)
+		ev, err := parseFile(env, name, opts, srv)
 		if err != nil {
 			fmt.Fprintf(env.stderr, "mailworker parse: %s: %v\n", name, err)
 			status = 1
@@ -65,19 +67,28 @@ func runParse(env *cliEnv, args []string) int {
 // parseOptions uses the configuration's parser section (limits, ticket
 // patterns, loop header) when a configuration is named (--config, else
 // $MAILWORKER_CONFIG) or ./mailworker.yaml exists; otherwise the defaults,
-// so parse works without any configuration.
-func parseOptions(env *cliEnv, flagValue string) (parser.Options, error) {
+// so parse works without any configuration. With a server name, that
+// server's settings apply too and it is returned.
+func parseOptions(env *cliEnv, flagValue, server string) (parser.Options, *config.Server, error) {
 	path := resolveConfigPath(env, flagValue)
 	cfg, err := loadConfigOrDefaults(env, flagValue)
 	if err != nil {
-		return parser.Options{}, fmt.Errorf("config %s: %w", path, err)
+		return parser.Options{}, nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	return parser.OptionsFromConfig(cfg.Parser)
+	opts, err := parser.OptionsFromConfig(cfg.Parser)
+	if err != nil || server == "" {
+		return opts, nil, err
+	}
+	srv, ok := cfg.Server(server)
+	if !ok {
+		return parser.Options{}, nil, fmt.Errorf("config %s: no server named %q", path, server)
+	}
+	return opts.ForServer(*srv), srv, nil
 }
 
 // parseFile reads one file ("-" is stdin) and builds its event. The raw
 // bytes are hashed while the parser streams them.
-func parseFile(env *cliEnv, name string, opts parser.Options) (*publisher.Event, error) {
+func parseFile(env *cliEnv, name string, opts parser.Options, srv *config.Server) (*publisher.Event, error) {
 	var r io.Reader
 	if name == "-" {
 		r = env.stdin
@@ -103,9 +114,15 @@ func parseFile(env *cliEnv, name string, opts parser.Options) (*publisher.Event,
 		return nil, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
+	server, mailbox := "", ""
+	if srv != nil {
+		server, mailbox = srv.Name, srv.MailboxID()
+	}
 	return &publisher.Event{
 		Schema:     publisher.SchemaV1,
-		ID:         publisher.EventID("", "", sum),
+		ID:         publisher.EventID(server, mailbox, sum),
+		Server:     server,
+		Mailbox:    mailbox,
 		Kind:       publisher.Classify(m, false),
 		ReceivedAt: time.Now().UTC(),
 		Raw:        publisher.Raw{Size: cr.n, SHA256: sum},

@@ -182,3 +182,68 @@ func typeMatches(prop map[string]any, v any) bool {
 	}
 	return false
 }
+
+// TestParseVerbServer: --server applies the server's settings, so a mail
+// to support+123@ with plus_address_ticket_ref on becomes a reply to 123,
+// and Authentication-Results of its trusted authserv-id fill auth.
+func TestParseVerbServer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mailworker.yaml")
+	yaml := `servers:
+  - name: support
+    protocol: imaps
+    host: imap.example.com
+    username: support@example.com
+    addresses: [support@example.com]
+    auth:
+      method: password
+      password_env: SUPPORT_PW
+    plus_address_ticket_ref: true
+    trusted_authserv_ids: [mx.example.com]
+`
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eml := "../../parser/testdata/plus_ticket.eml"
+	raw := "Authentication-Results: mx.example.com; dmarc=pass header.from=customer.example\n" +
+		"Authentication-Results: forged.example; dmarc=fail\n" +
+		"To: support+123@example.com\nSubject: still broken\n\nhi\n"
+
+	code, out, stderr := runParseCLI(t, raw, "--config", cfg, "--server", "support", eml, "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines:\n%s", len(lines), out)
+	}
+	for i, l := range lines {
+		var ev publisher.Event
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind != publisher.KindReply || ev.TicketRef != "123" || ev.TicketRefSource != "plus_address" {
+			t.Errorf("line %d: kind %q ticket_ref %q from %q, want reply to 123 from plus_address", i, ev.Kind, ev.TicketRef, ev.TicketRefSource)
+		}
+		if ev.Server != "support" || ev.Mailbox != "support@example.com" || ev.ID != publisher.EventID("support", "support@example.com", ev.Raw.SHA256) {
+			t.Errorf("line %d: server %q mailbox %q id %q", i, ev.Server, ev.Mailbox, ev.ID)
+		}
+		if ev.OriginalRecipient == nil || ev.OriginalRecipient.Tag != "123" {
+			t.Errorf("line %d: original_recipient %+v", i, ev.OriginalRecipient)
+		}
+	}
+	var ev publisher.Event
+	json.Unmarshal([]byte(lines[1]), &ev)
+	if ev.Auth.DMARC != "pass" || ev.Auth.AuthservID != "mx.example.com" {
+		t.Errorf("auth = %+v, want dmarc pass from mx.example.com (forged.example ignored)", ev.Auth)
+	}
+
+	// without --server the same mail is a new request: no option applies
+	code, out, _ = runParseCLI(t, "", "--config", cfg, eml)
+	if err := json.Unmarshal([]byte(out), &ev); code != 0 || err != nil || ev.Kind != publisher.KindNewRequest || ev.TicketRef != "" || ev.Server != "" {
+		t.Errorf("without --server: exit %d kind %q ticket_ref %q server %q", code, ev.Kind, ev.TicketRef, ev.Server)
+	}
+	if code, _, stderr := runParseCLI(t, "", "--config", cfg, "--server", "nope", eml); code != 2 || !strings.Contains(stderr, `"nope"`) {
+		t.Errorf("unknown server: exit %d stderr %q, want 2 naming it", code, stderr)
+	}
+}

@@ -89,7 +89,7 @@ func directTarget(ctx context.Context, env *cliEnv, f *replayFlags, logger *slog
 // new_request, and duplicates are not detected.
 func dryRunEvent(srv config.Server, opts parser.Options) replay.EventFunc {
 	mailbox := pipeline.Mailbox(srv)
-	opts.OwnAddresses = srv.Addresses
+	opts = opts.ForServer(srv)
 	return func(_ context.Context, msg *fetcher.Message) (any, error) {
 		h := sha256.New()
 		size, err := io.Copy(h, msg.Body.Open())

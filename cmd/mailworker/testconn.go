@@ -131,7 +131,7 @@ func printSample(w io.Writer, srv config.Server, cfg *config.Config, sample io.R
 		fmt.Fprintf(w, "sample:        not parsed: %v\n", err)
 		return
 	}
-	opts.OwnAddresses = srv.Addresses
+	opts = opts.ForServer(srv)
 	m, err := parser.Parse(sample, opts)
 	if err != nil {
 		fmt.Fprintf(w, "sample:        oldest message could not be parsed: %v (it would become a failed event)\n", err)
