@@ -109,6 +109,12 @@ func serverFlags(s *config.Server) []string {
 	if s.TLS.InsecureSkipVerify {
 		fl = append(fl, "tls-insecure")
 	}
+	if s.PlusAddressTicketRef {
+		fl = append(fl, "plus-ticket-ref")
+	}
+	if n := len(s.TrustedAuthservIDs); n > 0 {
+		fl = append(fl, fmt.Sprintf("trusted-authserv(%d)", n))
+	}
 	if len(fl) == 0 {
 		fl = append(fl, "-")
 	}

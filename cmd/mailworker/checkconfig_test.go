@@ -33,6 +33,8 @@ const checkConfigOK = `servers:
     auth: {method: password, password_env: SUPPORT_PW}
     fetch_interval: 2
     after_fetch: move:Done
+    plus_address_ticket_ref: true
+    trusted_authserv_ids: [mx.example.com]
   - name: graph
     protocol: graph
     mailbox: box@contoso.com
@@ -53,7 +55,7 @@ func TestCheckConfigOK(t *testing.T) {
 		path + ": OK, 2 servers\n",
 		"NAME", "AUTH",
 		"support  imaps     imap.example.com:993",
-		"2m0s", "move:Done", "password",
+		"2m0s", "move:Done", "password", "plus-ticket-ref,trusted-authserv(1)",
 		"graph:box@contoso.com", "inbox", "5m0s", "mark_seen", "oauth2 microsoft/client_credentials", "no-new-requests(allow 1)",
 	} {
 		if !strings.Contains(out, want) {
