@@ -139,14 +139,16 @@ func parseAuthResults(v string) (id string, results []authResult) {
 	if len(head) == 0 || strings.Contains(head[0], "=") {
 		return "", nil
 	}
-	id = arUnquote(head[0])
+	if id = arUnquote(head[0]); id == "" {
+		return "", nil
+	}
 	for _, seg := range segs[1:] {
 		toks := arTokens(seg)
 		if len(toks) == 0 {
 			continue
 		}
 		m, res, ok := strings.Cut(toks[0], "=")
-		if !ok {
+		if !ok || m == "" || res == "" {
 			continue // "none": no results
 		}
 		if i := strings.IndexByte(m, '/'); i >= 0 {

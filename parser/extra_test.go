@@ -213,6 +213,10 @@ func TestSplitSignature(t *testing.T) {
 		{"delimiter then footer", "Ok\n-- \nJane\nSent from my iPhone", "Ok", "Jane\nSent from my iPhone"},
 		{"footer far from the end is text", "Sent from my iPhone\nline 1\nline 2\nline 3\nline 4", "Sent from my iPhone\nline 1\nline 2\nline 3\nline 4", ""},
 		{"no device: an ordinary sentence", "I will check.\n\nSent from the office yesterday", "I will check.\n\nSent from the office yesterday", ""},
+		{"sent without from is a sentence", "Done.\n\nSent the invoice to your phone", "Done.\n\nSent the invoice to your phone", ""},
+		{"von without meinem is a sentence", "Ok.\n\nVon Montag an ist mein Handy kaputt", "Ok.\n\nVon Montag an ist mein Handy kaputt", ""},
+		{"fi iPhone", "Ok.\n\nLähetetty iPhonesta", "Ok.", "Lähetetty iPhonesta"},
+		{"pl", "Ok.\n\nWysłane z mojego smartfona Samsung", "Ok.", "Wysłane z mojego smartfona Samsung"},
 		{"header-like line is no footer", "Hi\n\nVon: Max <max@outlook.com>", "Hi\n\nVon: Max <max@outlook.com>", ""},
 		{"only a footer", "Sent from my iPhone", "", "Sent from my iPhone"},
 		{"empty", "", "", ""},
@@ -366,4 +370,38 @@ func TestExtraNeverNull(t *testing.T) {
 			t.Errorf("JSON lacks %s: %s", want, got)
 		}
 	}
+}
+
+// FuzzSplitSignature: never panics, and the two parts come from the text
+// in order.
+func FuzzSplitSignature(f *testing.F) {
+	for _, s := range []string{"", "a\n-- \nb", "--", "x\nSent from my iPhone", "\n\n\n", "iPhoneから送信\n--\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		reply, sig := splitSignature(text)
+		if sig == "" {
+			if reply != text {
+				t.Fatalf("no signature but reply %q != text %q", reply, text)
+			}
+			return
+		}
+		i := strings.Index(text, reply)
+		if i < 0 || !strings.Contains(text[i+len(reply):], sig) {
+			t.Fatalf("parts %q, %q not in order in %q", reply, sig, text)
+		}
+	})
+}
+
+// FuzzParseAuthResults: never panics; an id is never empty with results.
+func FuzzParseAuthResults(f *testing.F) {
+	for _, s := range []string{"", "mx; spf=pass", "\"a\\\"b\"; dkim=pass header.d=x (c (d)) ; none", "spf=pass", "(((", "\"", "a;=;b=;=c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		id, res := parseAuthResults(v)
+		if id == "" && len(res) > 0 {
+			t.Fatalf("results %v without an authserv-id", res)
+		}
+	})
 }

@@ -8,7 +8,7 @@ import (
 // Signature detection. The signature starts at the earlier of
 //
 //   - the first signature delimiter line, "-- " (RFC 3676 section 4.3) or
-//     "--" (the trailing space is often lost), followed by at most
+//     "--" (the trailing space is often lost), followed by 1 to
 //     maxSignatureLines non-empty lines;
 //   - a mobile or Outlook footer line ("Sent from my iPhone", "Von meinem
 //     iPhone gesendet", "iPhoneから送信", "Get Outlook for iOS", ...) among
@@ -20,10 +20,11 @@ const (
 )
 
 var (
-	// sentFromRe: a "sent from" verb, then (within the line) a device or
-	// mail app. Both parts are needed, so an ordinary closing sentence
-	// ("Sent from the office") is not taken for a footer.
-	sentFromRe = regexp.MustCompile(`(?i)^(sent|gesendet|von|envoy[ée]|enviado|enviada|inviato|verzonden|verstuurd|skickat|sendt|sendt fra|lähetetty|wysłane|odesláno|отправлено|gönderildi)\s.{0,60}?\b(iphone|ipad|ipod|android|blackberry|samsung|galaxy|huawei|honor|xiaomi|redmi|oppo|oneplus|pixel|nokia|motorola|sony|xperia|htc|windows phone|mobile|mobil|mobiel|móvil|smartphone|handy|tablet|phone|telefon|telefono|teléfono|téléphone|celular|cellulare|outlook|yahoo mail|aol|gmail|mail (for|für|pour|para) windows|proton ?mail|bluemail|spark|k-9 mail|fairemail|airmail)`)
+	// sentFromRe: "sent from" (or its translation) at the start, then
+	// within the line a device or mail app. Both parts are needed, so an
+	// ordinary closing sentence ("Sent from the office", "I sent the
+	// invoice to your phone") is not taken for a footer.
+	sentFromRe = regexp.MustCompile(`(?i)^(sent (from|with|via|using|on)|von meinem|gesendet (von|mit|vom|über)|envoy[ée] (de|depuis|à partir|a partir|avec|via)|enviad[oa] (desde|do|da|de|com|con)|inviato (da|con)|verzonden (vanaf|met|via|van)|verstuurd (vanaf|met|via|van)|skickat (från|med)|sendt (fra|med)|lähetetty|wysłane (z|ze)|odesláno (z|ze)|отправлено (с|из))\s.{0,60}?\b(iphone|ipad|ipod|android|blackberry|samsung|galaxy|huawei|honor|xiaomi|redmi|oppo|oneplus|pixel|nokia|motorola|sony|xperia|htc|windows phone|mobile|mobil|mobiel|móvil|smartphone|handy|tablet|phone|telefon|telefono|teléfono|téléphone|celular|cellulare|outlook|yahoo mail|aol|gmail|mail (for|für|pour|para) windows|proton ?mail|bluemail|spark|k-9 mail|fairemail|airmail)`)
 	// getOutlookRe: the "Get Outlook for iOS" line and its translations.
 	getOutlookRe = regexp.MustCompile(`(?i)^(get outlook for|outlook für .{0,20}(beziehen|herunterladen)|obtenir outlook pour|obtener outlook para|scarica outlook per|outlook voor .{0,20}downloaden|outlook for .{0,20}を入手|download outlook for)`)
 	// cjkFooterRe: Japanese "iPhoneから送信", "Android携帯からの送信",
@@ -60,7 +61,7 @@ func splitSignature(text string) (reply, sig string) {
 	if strings.HasPrefix(text, "--") || strings.Contains(text, "\n--") {
 		for off := 0; off < len(text); {
 			line, next := lineAt(text, off)
-			if isSigDelimiter(line) && nonEmptyLines(text[next:], maxSignatureLines+1) <= maxSignatureLines {
+			if n := nonEmptyLines(text[next:], maxSignatureLines+1); isSigDelimiter(line) && n > 0 && n <= maxSignatureLines {
 				start, delim = off, true
 				break
 			}
