@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -37,8 +40,22 @@ func TestServerFieldOptions(t *testing.T) {
 		if ev.Auth.AuthservID != "mx.example.com" || ev.Auth.SPF != "pass" || ev.Auth.DMARC != "fail" {
 			t.Fatalf("auth = %+v, want mx.example.com's spf pass, dmarc fail", ev.Auth)
 		}
-		if ev.ReplyText != "Still broken." || ev.Signature != "Sent from my iPhone" || len(ev.Headers) != 8 {
-			t.Fatalf("reply_text %q signature %q, %d headers", ev.ReplyText, ev.Signature, len(ev.Headers))
+		if ev.ReplyText != "Still broken." || ev.Signature != "Sent from my iPhone" || len(ev.Headers) != 8 || ev.Raw.Object != "" {
+			t.Fatalf("reply_text %q signature %q, %d headers, raw.object %q", ev.ReplyText, ev.Signature, len(ev.Headers), ev.Raw.Object)
+		}
+
+		// header fields over 64 KiB: headers is cut, so the raw is kept
+		big := strings.Repeat("X-Filler: "+strings.Repeat("f", 1000)+"\r\n", 70) +
+			"From: b@cust.com\r\nTo: help@example.com\r\nMessage-ID: <big1@cust.com>\r\nSubject: [#9] big\r\n\r\nbody\r\n"
+		if err := deliver(t, sink, "imap:1:2", big); err != nil {
+			t.Fatalf("deliver: %v", err)
+		}
+		ev = lastEvent(t, e.js, "mail.s1.reply")
+		if ev.MessageID != "big1@cust.com" || len(ev.Headers) >= 70 || ev.Raw.Object == "" {
+			t.Fatalf("message %s: %d headers, raw.object %q; want the list cut and the raw kept", ev.MessageID, len(ev.Headers), ev.Raw.Object)
+		}
+		if kept, err := os.ReadFile(filepath.Join(e.dir, ev.Raw.Object)); err != nil || string(kept) != big {
+			t.Fatalf("kept raw: %d bytes, %v", len(kept), err)
 		}
 	})
 }

@@ -478,6 +478,8 @@ var lossyWarnings = map[string]bool{
 	parser.WarnTooDeep:         true,
 	parser.WarnMessageTooLarge: true,
 	parser.WarnHeaderTooLarge:  true,
+	// event.headers lists only the first 64 KiB of header fields
+	parser.WarnHeadersTruncated: true,
 }
 
 // publishFit publishes ev, first keeping the raw message (open gives its
