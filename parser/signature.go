@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"bytes"
 	"regexp"
 	"strings"
 )
@@ -35,15 +36,50 @@ var (
 // isFooter reports whether the (trimmed) line is a mobile or mail-app
 // footer.
 func isFooter(t string) bool {
+	if len(t) > 2*maxFooterLen { // with room for a link
+		return false
+	}
 	// Outlook's plain text keeps the link of "Get Outlook for iOS<https://aka.ms/...>"
 	if i := strings.LastIndex(t, "<http"); i > 0 && strings.HasSuffix(t, ">") {
 		t = strings.TrimSpace(t[:i])
 	}
-	if t == "" || len(t) > maxFooterLen || strings.ContainsAny(t, ":@<>") {
+	if t == "" || len(t) > maxFooterLen || strings.ContainsAny(t, ":@<>") || !hasFooterWord(t) {
 		return false
 	}
 	t = strings.TrimRight(t, ".!。 ")
 	return sentFromRe.MatchString(t) || getOutlookRe.MatchString(t) || cjkFooterRe.MatchString(t)
+}
+
+// footerWords: every footer pattern contains one of these (in lower
+// case). hasFooterWord spares the regular expressions the lines that
+// cannot match.
+var footerWords = func() [][]byte {
+	var ws [][]byte
+	for _, w := range []string{"sent", "von meinem", "gesendet", "envoy", "enviad", "inviato", "verzonden", "verstuurd",
+		"skickat", "sendt", "lähetetty", "wysłane", "odesláno", "тправлено", "outlook", "送信", "我的", "보냄"} {
+		ws = append(ws, []byte(w))
+	}
+	return ws
+}()
+
+// hasFooterWord reports whether t (at most maxFooterLen bytes) contains
+// one of footerWords, ASCII letters compared case-insensitively.
+func hasFooterWord(t string) bool {
+	var buf [maxFooterLen]byte
+	b := buf[:0]
+	for i := 0; i < len(t) && i < len(buf); i++ {
+		c := t[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	for _, w := range footerWords {
+		if bytes.Contains(b, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // isSigDelimiter reports whether line is "-- " or "--".
