@@ -183,6 +183,13 @@ type Server struct {
 	// FetchInterval between fetches; "90s", "5m", or a bare integer of minutes.
 	// At least 10s in a config file. Default 5m.
 	FetchInterval Duration `yaml:"fetch_interval"`
+	// StallTimeout is the no-progress limit of every network read and
+	// write for this server: when no byte moved for this long, the step
+	// fails, the connection is closed and the run ends with an error
+	// naming the step (the next run connects afresh). A slow transfer that
+	// keeps moving is never cut by it. Default 60s; 5s to 30m in a config
+	// file.
+	StallTimeout Duration `yaml:"stall_timeout"`
 	// MaxPerFetch caps the messages processed in one fetch. Default 500.
 	MaxPerFetch int `yaml:"max_per_fetch"`
 	// AfterFetch is what happens to a message at the source once its event is

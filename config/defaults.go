@@ -11,6 +11,7 @@ const (
 	DefaultDuplicateWindow = Duration(10 * time.Minute)
 	DefaultReplicas        = 1
 	DefaultFetchInterval   = Duration(5 * time.Minute)
+	DefaultStallTimeout    = Duration(60 * time.Second)
 	DefaultMaxPerFetch     = 500
 	DefaultAdminListen     = "127.0.0.1:8025"
 	DefaultNATSListen      = "127.0.0.1:4222" // the embedded server's
@@ -29,6 +30,11 @@ const (
 	// Tests that need faster schedules build their Config in Go and do not
 	// call Validate.
 	MinFetchInterval = 10 * time.Second
+
+	// MinStallTimeout and MaxStallTimeout bound stall_timeout in a config
+	// file. Tests that need a shorter one build their Config in Go.
+	MinStallTimeout = 5 * time.Second
+	MaxStallTimeout = 30 * time.Minute
 )
 
 // SetDefaults fills every zero field that has a documented default. It is
@@ -74,7 +80,7 @@ func (c *Config) SetDefaults() {
 
 // SetDefaults fills the server's zero fields that have a default: port
 // (993 imaps, 143 imap), folder (INBOX for IMAP, inbox for EWS and Graph),
-// ews_version, fetch_interval (5m), max_per_fetch (500), after_fetch
+// ews_version, fetch_interval (5m), stall_timeout (60s), max_per_fetch (500), after_fetch
 // (mark_seen) and, for provider microsoft, the OAuth tenant.
 func (s *Server) SetDefaults() {
 	switch s.Protocol {
@@ -92,6 +98,9 @@ func (s *Server) SetDefaults() {
 	}
 	if s.FetchInterval == 0 {
 		s.FetchInterval = DefaultFetchInterval
+	}
+	if s.StallTimeout == 0 {
+		s.StallTimeout = DefaultStallTimeout
 	}
 	defInt(&s.MaxPerFetch, DefaultMaxPerFetch)
 	if s.AfterFetch.Action == "" {

@@ -78,6 +78,9 @@ func TestLoadValid(t *testing.T) {
 	if s.FetchInterval.D() != time.Minute {
 		t.Errorf("fetch_interval = %v, want 1m", s.FetchInterval)
 	}
+	if s.StallTimeout.D() != 60*time.Second {
+		t.Errorf("stall_timeout = %v, want the default 60s", s.StallTimeout)
+	}
 	if c.DataDir != "./data" || c.Database.Driver != "sqlite" || c.NATS.Stream != "MAIL" ||
 		c.NATS.SubjectPrefix != "mail" || c.NATS.DuplicateWindow.D() != 10*time.Minute || c.NATS.Replicas != 1 ||
 		c.NATS.Listen != "127.0.0.1:4222" || c.Admin.Listen != "127.0.0.1:8025" || c.Log.Level != "info" || c.Parser.MaxMessageBytes != 150<<20 ||
@@ -170,6 +173,10 @@ func TestValidation(t *testing.T) {
 			[]want{{9, "servers.support.fetch_interval", "must be at least 10s, got 5s"}}},
 		{"fetch interval zero", strings.Replace(imapServer, "fetch_interval: 1m", "fetch_interval: 0", 1),
 			[]want{{9, "servers.support.fetch_interval", "must be at least 10s, got 0s"}}},
+		{"stall_timeout too short", imapServer + "    stall_timeout: 2s\n", []want{{10, "servers.support.stall_timeout", "must be between 5s and 30m0s, got 2s"}}},
+		{"stall_timeout too long", imapServer + "    stall_timeout: 2h\n", []want{{10, "servers.support.stall_timeout", "must be between 5s and 30m0s, got 2h0m0s"}}},
+		{"stall_timeout zero", imapServer + "    stall_timeout: 0\n", []want{{10, "servers.support.stall_timeout", "must be between 5s and 30m0s, got 0s"}}},
+		{"stall_timeout ok", imapServer + "    stall_timeout: 90s\n", nil},
 		{"max_per_fetch zero", imapServer + "    max_per_fetch: 0\n", []want{{10, "servers.support.max_per_fetch", "must be positive"}}},
 		{"max_per_fetch negative", imapServer + "    max_per_fetch: -1\n", []want{{10, "servers.support.max_per_fetch", "must be positive, got -1"}}},
 		{"after_fetch", imapServer + "    after_fetch: archive\n", []want{{10, "servers.support.after_fetch", `unknown after_fetch "archive"`}}},

@@ -34,6 +34,7 @@ var (
 //   - servers: name unique and [a-z0-9_-]+; protocol imaps, imap, ews or
 //     graph; host for imap(s); ews_url for ews (https, or http on a loopback
 //     host); mailbox for graph; fetch_interval at least 10s (MinFetchInterval);
+//     stall_timeout between 5s and 30m;
 //     max_per_fetch positive; addresses valid mail addresses;
 //     new_request_allow entries addresses or *@domain; trusted_authserv_ids
 //     non-empty tokens without white space, ';', quotes or parentheses.
@@ -353,6 +354,9 @@ func (v *validator) server(p string, s, orig *Server) {
 	}
 	if s.FetchInterval.D() < MinFetchInterval || (orig.FetchInterval == 0 && v.set(p+".fetch_interval")) {
 		v.add(p+".fetch_interval", "must be at least %s, got %s (a bare number means minutes)", MinFetchInterval, orig.FetchInterval)
+	}
+	if d := s.StallTimeout.D(); d < MinStallTimeout || d > MaxStallTimeout || (orig.StallTimeout == 0 && v.set(p+".stall_timeout")) {
+		v.add(p+".stall_timeout", "must be between %s and %s, got %s (a bare number means minutes)", MinStallTimeout, MaxStallTimeout, orig.StallTimeout)
 	}
 	if s.MaxPerFetch < 1 || (orig.MaxPerFetch == 0 && v.set(p+".max_per_fetch")) {
 		v.add(p+".max_per_fetch", "must be positive, got %d", orig.MaxPerFetch)
