@@ -85,7 +85,7 @@ func NewEWS(srv config.Server, deps Deps) (*EWS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetcher %s: %w", srv.Name, err)
 	}
-	tr := newTransport(tlsConf)
+	tr := newTransport(tlsConf, stallTimeout(srv, deps))
 	var rt http.RoundTripper = tr
 	if srv.Auth.Method == config.AuthNTLM {
 		// NTLM authenticates a connection, which HTTP/2 multiplexing

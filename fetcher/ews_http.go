@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailworker/mailworker/stallconn"
 )
 
 // ErrThrottled is returned (wrapped) when an EWS or Graph server kept
@@ -63,9 +65,10 @@ func newExchangeHTTP(server string, deps Deps, debug bool, rt http.RoundTripper,
 }
 
 // newTransport returns a transport with its own connection pool, using
-// tlsConf when non-nil.
-func newTransport(tlsConf *tls.Config) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+// tlsConf when non-nil. Its connections have TCP keepalive and the stall
+// timeout stall on every read and write (see package stallconn).
+func newTransport(tlsConf *tls.Config, stall time.Duration) *http.Transport {
+	t := stallconn.Transport(nil, stall)
 	if tlsConf != nil {
 		t.TLSClientConfig = tlsConf.Clone()
 	}
@@ -179,11 +182,13 @@ func (h *exchangeHTTP) once(ctx context.Context, c call) (*http.Response, error)
 		// is reported as ErrTimeout, not as a bare "context canceled".
 		if cause := context.Cause(cctx); cause != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w (%w)", cause, err)
+		} else if errors.Is(err, stallconn.ErrStalled) {
+			err = fmt.Errorf("HTTP request and response headers: %w", err) // the caller adds server and op
 		}
 		release()
 		return nil, fmt.Errorf("%s %s %s: %w", h.server, c.op, redactURL(req.URL), err)
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release, timedOut: func() error {
+	resp.Body = &releasingBody{ReadCloser: resp.Body, what: h.server + " " + c.op, release: release, timedOut: func() error {
 		if ctx.Err() == nil {
 			return context.Cause(cctx) // ErrTimeout once the per-call deadline passed
 		}
@@ -213,6 +218,7 @@ func (h *exchangeHTTP) once(ctx context.Context, c call) (*http.Response, error)
 // read cut short by the per-call deadline as ErrTimeout.
 type releasingBody struct {
 	io.ReadCloser
+	what     string // server and operation, for a stall
 	once     sync.Once
 	release  func()
 	timedOut func() error // nil, or the per-call timeout cause
@@ -223,6 +229,8 @@ func (b *releasingBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF && b.timedOut != nil {
 		if cause := b.timedOut(); cause != nil {
 			err = fmt.Errorf("%w (%w)", cause, err)
+		} else if errors.Is(err, stallconn.ErrStalled) {
+			err = fmt.Errorf("%s: HTTP response body: %w", b.what, err)
 		}
 	}
 	return n, err

@@ -119,7 +119,7 @@ func NewGraph(srv config.Server, deps Deps) (*Graph, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetcher %s: %w", srv.Name, err)
 	}
-	tr := newTransport(tlsConf)
+	tr := newTransport(tlsConf, stallTimeout(srv, deps))
 	return &Graph{
 		srv:  srv,
 		deps: deps,

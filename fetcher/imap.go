@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/spool"
+	"github.com/mailworker/mailworker/stallconn"
 )
 
 // Batch limits: one UID FETCH command asks for at most this many messages
@@ -126,7 +127,11 @@ func (f *IMAP) fetchOnce(ctx context.Context, sink Sink, st *Stats) (retry bool,
 	if err != nil {
 		return false, err
 	}
-	defer f.logout(s)
+	defer func() {
+		if lerr := f.logout(s); lerr != nil && err == nil {
+			err = lerr
+		}
+	}()
 	connLost := func(err error) (bool, error) { return imapLost(s, err) }
 	t := f.deps.Timeouts
 
@@ -194,6 +199,9 @@ func (f *IMAP) fetchOnce(ctx context.Context, sink Sink, st *Stats) (retry bool,
 // but not when ctx ended it.
 func imapLost(s *imapSession, err error) (retry bool, _ error) {
 	err = s.wd.wrap(err)
+	if errors.Is(err, stallconn.ErrStalled) {
+		return false, err // the run ends; the next one starts on a fresh connection
+	}
 	var opErr *net.OpError
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, ErrTimeout) || errors.As(err, &opErr) {
@@ -208,15 +216,24 @@ func imapLost(s *imapSession, err error) (retry bool, _ error) {
 	}
 }
 
-// logout ends a session politely (bounded), then closes it.
-func (f *IMAP) logout(s *imapSession) {
-	s.wd.arm("logout", f.deps.Timeouts.Command)
-	if err := s.c.Logout().Wait(); err != nil {
-		f.log.Debug("imap logout", "err", err) // the run's outcome is already decided
+// logout ends a session politely, best effort within logoutTimeout (and
+// the stall timeout), then closes the socket. A LOGOUT that stalled or
+// timed out is returned: the connection to the server is broken, and the
+// run reports it. Other LOGOUT failures (a server that already hung up)
+// are only logged.
+func (f *IMAP) logout(s *imapSession) error {
+	s.wd.arm("LOGOUT", logoutTimeout)
+	err := s.wd.wrap(s.c.Logout().Wait())
+	if err != nil {
+		f.log.Debug("imap logout", "err", err)
 	}
-	if err := s.close(); err != nil {
-		f.log.Debug("imap close", "err", err)
+	if cerr := s.close(); cerr != nil {
+		f.log.Debug("imap close", "err", cerr)
 	}
+	if errors.Is(err, stallconn.ErrStalled) || errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("imap %s: logout: %w", f.addr(), err)
+	}
+	return nil
 }
 
 // sizes learns RFC822.SIZE of uids with one cheap FETCH.
@@ -336,6 +353,7 @@ func (f *IMAP) fetchBatch(ctx context.Context, s *imapSession, sink Sink, validi
 			continue // drain the command; nothing more is delivered
 		}
 		msg.Ref = fmt.Sprintf("imap:%d:%d", validity, msg.UID)
+		s.wd.pause() // the Sink's time is not the server's silence
 		ack, err := sink.Deliver(ctx, msg)
 		if err != nil {
 			deliverErr = fmt.Errorf("imap %s: deliver %s uid %d: %w", f.addr(), f.folder, msg.UID, err)
@@ -363,7 +381,7 @@ func (f *IMAP) fetchBatch(ctx context.Context, s *imapSession, sink Sink, validi
 	} else if err := cmd.Close(); err != nil {
 		fetchErr = fmt.Errorf("imap %s: uid fetch %s: %w", f.addr(), f.folder, err)
 	}
-	s.wd.timer.Stop() // acks are the Sink's business, bounded by ctx only
+	s.wd.pause() // acks are the Sink's business, bounded by ctx only
 
 	// Wait on every ack (the Sink may use a body until its ack completes),
 	// in UID order; the acked prefix ends at the first failure.

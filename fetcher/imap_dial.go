@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/mailworker/mailworker/config"
+	"github.com/mailworker/mailworker/stallconn"
 )
 
 // ErrAuth is returned (wrapped) when the server rejected the credentials:
@@ -139,7 +140,9 @@ func (f *IMAP) connect(ctx context.Context) (*imapSession, error) {
 
 // retryable reports whether a failed connection attempt may be retried.
 func imapRetryable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil || errors.Is(err, ErrAuth) || errors.Is(err, ErrTLSRequired) {
+	// A stall ends the run: the next scheduled run starts on a fresh
+	// connection (retrying now would likely stall again, for as long).
+	if ctx.Err() != nil || errors.Is(err, ErrAuth) || errors.Is(err, ErrTLSRequired) || errors.Is(err, stallconn.ErrStalled) {
 		return false
 	}
 	var certErr *tls.CertificateVerificationError
@@ -197,12 +200,15 @@ func (f *IMAP) dialAuth(ctx context.Context, secret string) (*imapSession, error
 	if err != nil {
 		return nil, fmt.Errorf("imap %s: %w", addr, err)
 	}
-	d := net.Dialer{Timeout: f.deps.Timeouts.Dial}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	tcp, err := stallconn.Dialer(f.deps.Timeouts.Dial).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("imap %s: connect: %w", addr, err)
 	}
+	// Every read and write below, TLS included, has the stall timeout;
+	// the watchdog names the step and bounds its total time.
+	raw := stallconn.New(tcp, f.deps.Timeouts.Stall)
 	wd := newWatchdog(ctx, raw)
+	wd.sc = raw
 	wd.arm("connect", f.deps.Timeouts.Dial)
 	fail := func(op string, err error) (*imapSession, error) {
 		err = wd.wrap(err)
@@ -217,15 +223,18 @@ func (f *IMAP) dialAuth(ctx context.Context, secret string) (*imapSession, error
 	}
 	var c *imapclient.Client
 	if f.srv.Protocol == config.ProtocolIMAP {
+		wd.arm("greeting and starttls", f.deps.Timeouts.Dial)
 		c, err = f.startTLS(raw, opts)
 		if err != nil {
 			return fail("starttls", err)
 		}
 	} else {
+		wd.arm("tls handshake", f.deps.Timeouts.Dial)
 		tc := tls.Client(raw, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fail("tls handshake", err)
 		}
+		wd.arm("greeting", f.deps.Timeouts.Dial)
 		c = imapclient.New(tc, opts)
 		if err := c.WaitGreeting(); err != nil {
 			return fail("greeting", err)

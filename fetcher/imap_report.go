@@ -24,7 +24,7 @@ func (f *IMAP) Test(ctx context.Context) (*TestReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.logout(s)
+	defer f.logout(s) // Test reports what it learnt; a failed LOGOUT changes none of it
 	t := f.deps.Timeouts.Command
 	rep := &TestReport{
 		Server: f.srv.Name, Protocol: string(f.srv.Protocol), Endpoint: f.addr(),

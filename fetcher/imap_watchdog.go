@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailworker/mailworker/stallconn"
 )
 
 // ErrTimeout is returned (wrapped) when a network step exceeded its limit
@@ -18,6 +21,7 @@ var ErrTimeout = errors.New("timed out")
 // blocking call is bounded: closing the socket makes it return.
 type watchdog struct {
 	conn    io.Closer
+	sc      *stallconn.Conn // the connection's stall detector, nil when none
 	timer   *time.Timer
 	stopCtx func() bool
 
@@ -34,12 +38,26 @@ func newWatchdog(ctx context.Context, conn io.Closer) *watchdog {
 	return w
 }
 
-// arm starts (or restarts) the deadline d for the step named op.
+// arm starts (or restarts) the deadline d for the step named op, and
+// (re)starts stall detection for it.
 func (w *watchdog) arm(op string, d time.Duration) {
 	w.mu.Lock()
 	w.op = op
 	w.mu.Unlock()
+	if w.sc != nil {
+		w.sc.SetStep(op)
+	}
 	w.timer.Reset(d)
+}
+
+// pause disarms the step deadline and stall detection while the caller
+// waits on something other than the server (a Sink, acks); the next arm
+// resumes both. ctx still closes the connection.
+func (w *watchdog) pause() {
+	w.timer.Stop()
+	if w.sc != nil {
+		w.sc.Pause()
+	}
 }
 
 func (w *watchdog) fire(reason error) {
@@ -61,7 +79,9 @@ func (w *watchdog) stop() {
 }
 
 // wrap returns err, or, when the watchdog closed the connection, an error
-// wrapping both the reason (ErrTimeout or the context's error) and err.
+// wrapping both the reason (ErrTimeout or the context's error) and err; or,
+// when a stall closed it, one wrapping the *stallconn.Error and err
+// (go-imap reports a failed read as text, or as a closed connection).
 func (w *watchdog) wrap(err error) error {
 	if err == nil {
 		return nil
@@ -69,8 +89,23 @@ func (w *watchdog) wrap(err error) error {
 	w.mu.Lock()
 	r := w.reason
 	w.mu.Unlock()
+	if w.sc != nil {
+		if se := w.sc.Stalled(); se != nil && (r == nil || errors.Is(r, ErrTimeout)) {
+			r = se // the stall came first: the watchdog only saw its consequence
+		}
+	}
+	if r != nil && !errors.Is(err, r) && strings.Contains(err.Error(), r.Error()) {
+		return &causeError{cause: r, err: err} // go-imap already quoted the cause
+	}
 	if r != nil && !errors.Is(err, r) {
 		return fmt.Errorf("%w (%w)", r, err)
 	}
 	return err
 }
+
+// causeError is err, whose text already quotes cause, matching both; it
+// reads as cause alone.
+type causeError struct{ cause, err error }
+
+func (e *causeError) Error() string   { return e.cause.Error() }
+func (e *causeError) Unwrap() []error { return []error{e.cause, e.err} }

@@ -39,10 +39,17 @@ type Deps struct {
 
 // Timeouts bounds each network step of a fetch. A step that exceeds its
 // limit has its connection closed by a watchdog and fails with ErrTimeout.
+// Besides these total limits, every read and write has the no-progress
+// limit Stall: when no byte moved for that long the connection is closed
+// and the step fails with a *stallconn.Error (errors.Is
+// stallconn.ErrStalled), which ends the run.
 type Timeouts struct {
 	Dial    time.Duration // TCP connect + TLS handshake + greeting; default DefaultDialTimeout
 	Command time.Duration // one command's response; default DefaultCommandTimeout
 	Literal time.Duration // one message body; default DefaultLiteralTimeout
+	// Stall is the no-progress limit; default the server's stall_timeout,
+	// else stallconn.DefaultTimeout.
+	Stall time.Duration
 }
 
 // Default timeouts, used for zero fields of Timeouts.
@@ -62,6 +69,7 @@ func (deps Deps) withDefaults(srv config.Server) (Deps, error) {
 		deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	deps.Timeouts = deps.Timeouts.withDefaults()
+	deps.Timeouts.Stall = stallTimeout(srv, deps)
 	deps.Backoff = deps.Backoff.withDefaults()
 	return deps, nil
 }

@@ -68,6 +68,7 @@ type EWS struct {
 	vanish     map[string]bool
 	ntlm       map[string][]byte // connection -> server challenge issued
 	ntlmAuthed map[string]bool   // connection authenticated by NTLM
+	stall      stall
 }
 
 type busy struct {
@@ -275,7 +276,7 @@ func (f *EWS) serve(w http.ResponseWriter, r *http.Request) {
 		f.fault(w, "ErrorInvalidOperation", "not implemented by the fake", 0)
 		return
 	}
-	f.respond(w, op, resp)
+	f.respond(f.stall.wrap(w, r, op), op, resp)
 }
 
 func (f *EWS) popThrottle() (httpThrottle, bool) {

@@ -54,6 +54,7 @@ type Graph struct {
 	vanish      map[string]bool
 	barrier     chan struct{} // closed when ParallelValues requests arrived
 	arrived     int
+	stall       stall
 }
 
 // GraphConcurrencyLimit is Exchange Online's concurrent request limit per
@@ -470,7 +471,7 @@ func (g *Graph) value(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")
-	w.Write(m.Raw)
+	g.stall.wrap(w, r, "$value").Write(m.Raw)
 }
 
 func (g *Graph) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
