@@ -146,7 +146,7 @@ func (m *Manager) Exchange(ctx context.Context, state, binding, code string) (st
 	}
 	dctx, cancel := detach(ctx)
 	defer cancel()
-	tok, err := s.oauth2Config(row.RedirectURL).Exchange(m.httpCtx(dctx), code, opts...)
+	tok, err := s.oauth2Config(row.RedirectURL).Exchange(m.httpCtx(dctx, s.Server), code, opts...)
 	if err != nil {
 		return s.Server, classify("exchange code", s.Server, s.TokenURL, err, code, p.Verifier, s.ClientSecret.Reveal())
 	}
@@ -374,7 +374,7 @@ func (m *Manager) revokeRemote(ctx context.Context, s Settings, value, hint stri
 	if s.authStyle == oauth2.AuthStyleInHeader {
 		req.SetBasicAuth(url.QueryEscape(s.ClientID), url.QueryEscape(s.ClientSecret.Reveal()))
 	}
-	resp, err := m.hc.Do(req)
+	resp, err := m.client(s.Server).Do(req)
 	if err != nil {
 		return fmt.Errorf("oauth revoke %s at %s: %s: %w", s.Server, s.RevokeURL, sanitize(err.Error(), value), ErrTemporary)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailworker/mailworker/config"
 	"github.com/mailworker/mailworker/secret"
+	"github.com/mailworker/mailworker/stallconn"
 )
 
 const (
@@ -40,7 +41,7 @@ type Manager struct {
 	db     *sqlx.DB
 	box    *secret.Box
 	log    *slog.Logger
-	hc     *http.Client
+	hc     *http.Client // the caller's client; nil = per stall timeout, see client
 	getenv func(string) string
 	now    func() time.Time
 
@@ -53,6 +54,7 @@ type Manager struct {
 	mu      sync.Mutex
 	servers map[string]config.Server
 	states  map[string]*serverState
+	clients map[time.Duration]*http.Client // by stall timeout, when hc is nil
 }
 
 // serverState is the in-memory state of one server's token.
@@ -68,15 +70,13 @@ type serverState struct {
 }
 
 // New returns a Manager storing tokens in db (migrated, tables oauth_*),
-// sealed with box. logger nil discards; httpClient nil means
-// http.DefaultClient (it is used for every token, revocation and
-// authorization request).
+// sealed with box. logger nil discards. httpClient is used for every token,
+// revocation and authorization request; nil means clients of mailworker's
+// own whose connections have TCP keepalive and the server's stall_timeout
+// on every read and write (package stallconn).
 func New(db *sqlx.DB, box *secret.Box, logger *slog.Logger, httpClient *http.Client) *Manager {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
-	}
-	if httpClient == nil {
-		httpClient = http.DefaultClient
 	}
 	return &Manager{
 		db: db, box: box, log: logger, hc: httpClient,
@@ -156,8 +156,32 @@ func (st *serverState) forget() {
 	st.failures, st.retryAt, st.lastErr = 0, time.Time{}, nil
 }
 
-func (m *Manager) httpCtx(ctx context.Context) context.Context {
-	return context.WithValue(ctx, oauth2.HTTPClient, m.hc)
+func (m *Manager) httpCtx(ctx context.Context, server string) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, m.client(server))
+}
+
+// client returns the HTTP client for server's token endpoint requests:
+// the one given to New, else one whose connections stall out after the
+// server's stall_timeout.
+func (m *Manager) client(server string) *http.Client {
+	if m.hc != nil {
+		return m.hc
+	}
+	d := stallconn.DefaultTimeout
+	if s, ok := m.server(server); ok && s.StallTimeout > 0 {
+		d = s.StallTimeout.D()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[d]
+	if c == nil {
+		if m.clients == nil {
+			m.clients = map[time.Duration]*http.Client{}
+		}
+		c = &http.Client{Transport: stallconn.Transport(nil, d)}
+		m.clients[d] = c
+	}
+	return c
 }
 
 // fresh reports whether tok can be used without refreshing first.
@@ -309,7 +333,7 @@ func (m *Manager) userToken(ctx context.Context, s Settings, st *serverState, fo
 		return "", m.dead(dctx, s, st, fmt.Errorf("oauth token %s: access token expired or rejected and no refresh token is stored: %w", s.Server, ErrNeedsReauth))
 	}
 
-	src := s.oauth2Config("").TokenSource(m.httpCtx(dctx), &oauth2.Token{RefreshToken: tok.RefreshToken})
+	src := s.oauth2Config("").TokenSource(m.httpCtx(dctx, s.Server), &oauth2.Token{RefreshToken: tok.RefreshToken})
 	nt, err := src.Token()
 	if err != nil {
 		err = classify("refresh", s.Server, s.TokenURL, err, tok.RefreshToken, tok.AccessToken, s.ClientSecret.Reveal())
@@ -365,7 +389,7 @@ func (m *Manager) appToken(ctx context.Context, s Settings, st *serverState) (st
 		TokenURL: s.TokenURL, Scopes: s.Scopes, AuthStyle: s.authStyle}
 	dctx, cancel := detach(ctx)
 	defer cancel()
-	tok, err := cc.Token(m.httpCtx(dctx))
+	tok, err := cc.Token(m.httpCtx(dctx, s.Server))
 	if err != nil {
 		err = classify("client credentials", s.Server, s.TokenURL, err, s.ClientSecret.Reveal())
 		st.tok = nil
