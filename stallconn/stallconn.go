@@ -53,7 +53,13 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	s := fmt.Sprintf("stalled: no byte %s for %s", e.Dir, e.Silent.Round(100*time.Millisecond))
+	// Whole seconds keep the text of repeated stalls equal (the worker logs
+	// a server's error again only when it changes).
+	silent := e.Silent.Round(10 * time.Millisecond)
+	if e.Silent >= time.Second {
+		silent = e.Silent.Round(time.Second)
+	}
+	s := fmt.Sprintf("stalled: no byte %s for %s", e.Dir, silent)
 	if e.Step != "" {
 		s += " during " + e.Step
 	}

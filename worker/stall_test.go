@@ -17,12 +17,12 @@ import (
 // network that swallows every connection for 90 s. To keep the suite fast
 // the test scales it down through the Go API (config files refuse a stall
 // timeout under 5 s and intervals under 10 s): a 2 s stall timeout and a
-// freeze of four stall timeouts, long enough for the frozen run to fail and
+// freeze of five stall timeouts, long enough for the frozen run to fail and
 // for further runs to stall against unanswered connections while the
 // freeze holds.
 const (
 	stallTimeout   = 2 * time.Second
-	stallHold      = 4 * stallTimeout
+	stallHold      = 5 * stallTimeout
 	frozenInterval = 3 * time.Second
 	steadyInterval = time.Second
 	stallBodySize  = 128 << 10
@@ -78,8 +78,7 @@ func TestStallDovecot(t *testing.T) {
 			frozen.StallTimeout = config.Duration(stallTimeout)
 			frozen.FetchInterval = config.Duration(frozenInterval)
 			steady := imapServer("steady", d, "mark_seen")
-			steady.Username = steadyUser
-			steady.StallTimeout = config.Duration(stallTimeout)
+			steady.Username = steadyUser // default stall_timeout (60 s)
 			steady.FetchInterval = config.Duration(steadyInterval)
 
 			b := startBroker(t)
