@@ -167,3 +167,23 @@ func TestIMAPSlowTransferNotCut(t *testing.T) {
 		t.Fatalf("delivered %v", got)
 	}
 }
+
+// TestIMAPSilentStepLimitEndsRun: with the defaults a step's own limit can
+// be shorter than the stall timeout (greeting 30 s, stall 60 s). A step
+// that hits its limit without receiving a byte is a stall too: the run
+// ends after one connection instead of reconnecting into the same silence.
+func TestIMAPSilentStepLimitEndsRun(t *testing.T) {
+	fx, p := stallFixture(t, 1, 0)
+	fx.deps.Timeouts = Timeouts{Dial: 500 * time.Millisecond, Stall: time.Minute}
+	fx.deps.Backoff = Backoff{Attempts: 3, Min: time.Millisecond, Max: time.Millisecond}
+	p.FreezeOnGreeting(time.Minute)
+	start := time.Now()
+	_, err := fx.fetcher(t).Fetch(ctxT(t), &recSink{})
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, stallconn.ErrStalled) || !strings.Contains(err.Error(), "greeting") {
+		t.Fatalf("Fetch = %v; want a greeting timeout that counts as a stall", err)
+	}
+	t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if got := p.Accepted(); got != 1 {
+		t.Fatalf("%d connections; a silent step must end the run, not reconnect", got)
+	}
+}

@@ -25,9 +25,11 @@ type watchdog struct {
 	timer   *time.Timer
 	stopCtx func() bool
 
-	mu     sync.Mutex
-	op     string
-	reason error
+	mu      sync.Mutex
+	op      string
+	armedAt time.Time
+	limit   time.Duration
+	reason  error
 }
 
 func newWatchdog(ctx context.Context, conn io.Closer) *watchdog {
@@ -42,7 +44,7 @@ func newWatchdog(ctx context.Context, conn io.Closer) *watchdog {
 // (re)starts stall detection for it.
 func (w *watchdog) arm(op string, d time.Duration) {
 	w.mu.Lock()
-	w.op = op
+	w.op, w.armedAt, w.limit = op, time.Now(), d
 	w.mu.Unlock()
 	if w.sc != nil {
 		w.sc.SetStep(op)
@@ -63,7 +65,14 @@ func (w *watchdog) pause() {
 func (w *watchdog) fire(reason error) {
 	w.mu.Lock()
 	if w.reason == nil {
-		if errors.Is(reason, ErrTimeout) {
+		switch {
+		case errors.Is(reason, ErrTimeout) && w.sc != nil && w.sc.LastReceived().Before(w.armedAt):
+			// Nothing arrived during the whole step, a limit shorter than
+			// the stall timeout (the 30 s greeting, say): it is a stall as
+			// well, so the run ends instead of reconnecting into the same
+			// silence.
+			reason = fmt.Errorf("%s: %w after %s with no byte received: %w", w.op, reason, w.limit, stallconn.ErrStalled)
+		case errors.Is(reason, ErrTimeout):
 			reason = fmt.Errorf("%s: %w", w.op, reason)
 		}
 		w.reason = reason

@@ -95,6 +95,7 @@ type Conn struct {
 	paused  bool
 	rd, wr  direction
 	stalled *Error
+	lastIn  time.Time // when a byte was last received
 }
 
 // direction is the state of reads or of writes.
@@ -127,6 +128,13 @@ func Of(c net.Conn) *Conn {
 		}
 	}
 	return nil
+}
+
+// LastReceived is when a byte was last received (zero before the first).
+func (c *Conn) LastReceived() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastIn
 }
 
 // StallTimeout is the connection's stall timeout.
@@ -208,6 +216,9 @@ func (c *Conn) end(d *direction, dir string, n int, err error) error {
 	stallAt, since := d.stallAt, d.since
 	if n > 0 {
 		d.since = time.Now()
+		if d == &c.rd {
+			c.lastIn = d.since
+		}
 	}
 	if d.pending == 0 {
 		d.stallAt = time.Time{}
