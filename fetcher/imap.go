@@ -222,15 +222,11 @@ func imapLost(s *imapSession, err error) (retry bool, _ error) {
 // run reports it. Other LOGOUT failures (a server that already hung up)
 // are only logged.
 func (f *IMAP) logout(s *imapSession) error {
-	s.wd.arm("LOGOUT", logoutTimeout)
-	err := s.wd.wrap(s.c.Logout().Wait())
-	if err != nil {
-		f.log.Debug("imap logout", "err", err)
-	}
+	err := goodbye(s.wd, "LOGOUT", func() error { return s.c.Logout().Wait() }, f.log)
 	if cerr := s.close(); cerr != nil {
 		f.log.Debug("imap close", "err", cerr)
 	}
-	if errors.Is(err, stallconn.ErrStalled) || errors.Is(err, ErrTimeout) {
+	if err != nil {
 		return fmt.Errorf("imap %s: logout: %w", f.addr(), err)
 	}
 	return nil

@@ -200,16 +200,12 @@ func (f *IMAP) dialAuth(ctx context.Context, secret string) (*imapSession, error
 	if err != nil {
 		return nil, fmt.Errorf("imap %s: %w", addr, err)
 	}
-	tcp, err := stallconn.Dialer(f.deps.Timeouts.Dial).DialContext(ctx, "tcp", addr)
+	// Every read and write below, TLS included, has the stall timeout;
+	// the watchdog names the step and bounds its total time.
+	raw, wd, err := dialWatched(ctx, addr, f.deps.Timeouts)
 	if err != nil {
 		return nil, fmt.Errorf("imap %s: connect: %w", addr, err)
 	}
-	// Every read and write below, TLS included, has the stall timeout;
-	// the watchdog names the step and bounds its total time.
-	raw := stallconn.New(tcp, f.deps.Timeouts.Stall)
-	wd := newWatchdog(ctx, raw)
-	wd.sc = raw
-	wd.arm("connect", f.deps.Timeouts.Dial)
 	fail := func(op string, err error) (*imapSession, error) {
 		err = wd.wrap(err)
 		wd.stop()
