@@ -36,7 +36,10 @@ var ErrTLSRequired = errors.New("server does not offer STARTTLS")
 // TLS and authenticates with the same mechanism choice, token refresh and
 // retry rules as the fetcher. ctx bounds the dial and authentication only;
 // afterwards the client is the caller's, who must Close it. The client is in
-// the authenticated state, no mailbox selected.
+// the authenticated state, no mailbox selected. Stall detection
+// (stall_timeout) covers the dial and login; afterwards it is off, since
+// only the caller knows when it leaves the connection quiet, and go-imap's
+// own timeouts apply.
 func DialIMAP(ctx context.Context, srv config.Server, deps Deps) (*imapclient.Client, error) {
 	f, err := NewIMAP(srv, deps)
 	if err != nil {
@@ -47,6 +50,7 @@ func DialIMAP(ctx context.Context, srv config.Server, deps Deps) (*imapclient.Cl
 		return nil, err
 	}
 	s.wd.stop()
+	s.wd.sc.Pause()
 	return s.c, nil
 }
 
