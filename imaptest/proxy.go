@@ -263,7 +263,7 @@ func (p *Proxy) forward(c *proxyConn, dst net.Conn, b []byte, fromServer bool) b
 	if tr != nil {
 		switch {
 		case fromServer && tr.serverBytes > 0 && c.fromServer+int64(len(b)) >= tr.serverBytes:
-			k := tr.serverBytes - c.fromServer
+			k := max(tr.serverBytes-c.fromServer, 0) // armed after the connection passed n: freeze now
 			if _, err := dst.Write(b[:k]); err != nil {
 				return false
 			}
