@@ -32,8 +32,11 @@ type watchdog struct {
 	reason  error
 }
 
+// newWatchdog watches conn; when conn is a *stallconn.Conn, arm and pause
+// drive its stall detection too.
 func newWatchdog(ctx context.Context, conn io.Closer) *watchdog {
 	w := &watchdog{conn: conn}
+	w.sc, _ = conn.(*stallconn.Conn)
 	w.timer = time.AfterFunc(time.Hour, func() { w.fire(ErrTimeout) })
 	w.timer.Stop()
 	w.stopCtx = context.AfterFunc(ctx, func() { w.fire(context.Cause(ctx)) })

@@ -42,7 +42,6 @@ func dialWatched(ctx context.Context, addr string, t Timeouts) (*stallconn.Conn,
 	}
 	c := stallconn.New(tcp, t.Stall)
 	wd := newWatchdog(ctx, c)
-	wd.sc = c
 	wd.arm("connect", t.Dial)
 	return c, wd, nil
 }
